@@ -1,0 +1,228 @@
+"""Typed configuration for the Show and Tell model, its training, evaluation and inference.
+
+Defaults are the original im2txt's (tensorflow/models research/im2txt/configuration.py).
+`small_config()` is the preset for tests and the embedded sample dataset: small images, a tiny
+LSTM and few steps, so the whole flow runs on a 2-core CPU in minutes.
+
+The trainer writes the resolved `Config` as `train_dir/config.json`; the evaluator and
+run_inference read it back so they rebuild exactly the model that was trained.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict
+
+import tensorflow as tf
+
+CONFIG_FILENAME = "config.json"
+
+
+@dataclasses.dataclass
+class ModelConfig:
+  """The model and the shape of its inputs."""
+
+  # Number of word ids the model predicts over; the vocabulary file plus <UNK> must fit in it.
+  vocab_size: int = 12000
+  # Height and width of the image fed to InceptionV3 (299 is its native size; 75 is Keras' minimum).
+  image_height: int = 299
+  image_width: int = 299
+  # Images are resized to this before the (random or central) crop to image_height x image_width.
+  resize_height: int = 346
+  resize_width: int = 346
+  # Size of the image and word embeddings (the LSTM's input size).
+  embedding_size: int = 512
+  # Number of units in the LSTM cell.
+  num_lstm_units: int = 512
+  # Keep probability of the dropout on the LSTM's inputs and outputs while training.
+  lstm_dropout_keep_prob: float = 0.7
+  # Keep probability of the dropout on Inception's pooled output while Inception is trained.
+  inception_dropout_keep_prob: float = 0.8
+  # Scale of the uniform initializer of every variable not loaded from a checkpoint.
+  initializer_scale: float = 0.08
+
+
+@dataclasses.dataclass
+class InputConfig:
+  """The tf.data input pipeline."""
+
+  # Examples per batch (global batch, split across replicas by the distribution strategy).
+  batch_size: int = 32
+  # Approximate examples per TFRecord shard; with the capacity factor it sizes the shuffle buffer.
+  values_per_input_shard: int = 2300
+  # The shuffle buffer holds this many shards' worth of examples (original: 2 -> 4,600).
+  input_queue_capacity_factor: int = 2
+  # Number of shards read in parallel by the interleave.
+  num_parallel_reads: int = 4
+  # Captions longer than this many tokens (with <S> and </S>) are truncated; 0 keeps them whole.
+  max_caption_tokens: int = 0
+
+  @property
+  def shuffle_buffer_size(self) -> int:
+    return self.values_per_input_shard * self.input_queue_capacity_factor
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+  """The optimiser and its schedule, for both phases."""
+
+  # Number of examples in one epoch of the training split (MSCOCO train + 85% of val, x5 captions).
+  num_examples_per_epoch: int = 586363
+  # Phase 1 learning rate (SGD), halved every num_epochs_per_decay epochs (staircase).
+  initial_learning_rate: float = 2.0
+  # Multiplier applied to the learning rate at each decay.
+  learning_rate_decay_factor: float = 0.5
+  # Epochs between learning-rate decays.
+  num_epochs_per_decay: float = 8.0
+  # Constant learning rate of phase 2, when Inception is fine-tuned too.
+  train_inception_learning_rate: float = 0.0005
+  # Gradients are clipped to this global norm (0 disables clipping).
+  clip_gradients: float = 5.0
+  # L2 weight decay on Inception's weights in phase 2 (slim's inception_v3 arg scope).
+  inception_weight_decay: float = 0.00004
+  # Number of checkpoints kept by the CheckpointManager.
+  max_checkpoints_to_keep: int = 5
+  # A checkpoint is written every this many steps, and at the end of training.
+  save_checkpoint_steps: int = 1000
+  # ... and also whenever this many seconds have passed since the last one (0 disables).
+  save_checkpoint_secs: int = 600
+  # TensorBoard scalars are written every this many steps.
+  summary_every_n_steps: int = 10
+
+
+@dataclasses.dataclass
+class EvalConfig:
+  """The concurrent evaluator."""
+
+  # Seconds between looks for a new checkpoint.
+  eval_interval_secs: int = 600
+  # Number of val examples over which perplexity is computed (the original's val split: 10,132).
+  num_eval_examples: int = 10132
+  # Checkpoints below this global step are skipped.
+  min_global_step: int = 5000
+  # Examples per evaluation batch.
+  batch_size: int = 32
+  # Number of val images captioned with beam search and scored with the COCO caption metrics.
+  num_caption_images: int = 500
+  # Number of images whose generated and reference captions are shown in TensorBoard's text tab.
+  num_text_summary_images: int = 8
+
+
+@dataclasses.dataclass
+class InferenceConfig:
+  """Beam search captioning."""
+
+  # Number of captions kept at every step, and returned.
+  beam_size: int = 3
+  # Maximum number of words generated after <S>.
+  max_caption_length: int = 20
+  # Complete captions are ranked by logprob / length**factor (0: plain log-probability).
+  length_normalization_factor: float = 0.0
+  # Images captioned together in one compiled beam search.
+  batch_size: int = 32
+
+
+@dataclasses.dataclass
+class Config:
+  """Everything a run needs; saved next to the checkpoints as config.json."""
+
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  input: InputConfig = dataclasses.field(default_factory=InputConfig)
+  training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+  inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
+
+
+def default_config() -> Config:
+  """The original im2txt's configuration (MSCOCO, InceptionV3 at 299, LSTM 512)."""
+  return Config()
+
+
+def small_config() -> Config:
+  """A tiny preset for tests and the embedded sample dataset, sized for a 2-core CPU."""
+  return Config(
+      model=ModelConfig(
+          # The sample dataset's vocabulary has a few dozen words.
+          vocab_size=64,
+          # Keras' smallest InceptionV3 input: ~16x cheaper than 299.
+          image_height=75,
+          image_width=75,
+          resize_height=86,
+          resize_width=86,
+          embedding_size=128,
+          num_lstm_units=128,
+      ),
+      input=InputConfig(
+          batch_size=32,
+          # Sample shards hold a few hundred examples each.
+          values_per_input_shard=500,
+          num_parallel_reads=2,
+      ),
+      training=TrainingConfig(
+          # Sample train split: ~300 images x 5 captions.
+          num_examples_per_epoch=1500,
+          num_epochs_per_decay=20.0,
+          train_inception_learning_rate=0.0005,
+          save_checkpoint_steps=200,
+          save_checkpoint_secs=0,
+          summary_every_n_steps=10,
+      ),
+      eval=EvalConfig(
+          eval_interval_secs=5,
+          num_eval_examples=500,
+          min_global_step=0,
+          num_caption_images=100,
+          num_text_summary_images=8,
+      ),
+      inference=InferenceConfig(batch_size=32),
+  )
+
+
+PRESETS = {"default": default_config, "small": small_config}
+
+
+def config_to_dict(config: Config) -> Dict[str, Any]:
+  return dataclasses.asdict(config)
+
+
+def config_from_dict(data: Dict[str, Any], source: str = "<dict>") -> Config:
+  """Builds a Config from nested dicts; an unknown section or key is an error naming it."""
+  sections = {f.name: f.type for f in dataclasses.fields(Config)}
+  kwargs = {}
+  for section, values in data.items():
+    if section not in sections:
+      raise ValueError(f"{source}: unknown config section {section!r}; "
+                       f"expected one of {sorted(sections)}")
+    section_cls = {f.name: f for f in dataclasses.fields(Config)}[section].default_factory
+    known = {f.name for f in dataclasses.fields(section_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"{source}: unknown key(s) {unknown} in config section {section!r}")
+    kwargs[section] = section_cls(**values)
+  return Config(**kwargs)
+
+
+def save_config(config: Config, directory: str) -> str:
+  """Writes `directory/config.json` atomically (temp file + rename); returns its path."""
+  tf.io.gfile.makedirs(directory)
+  path = os.path.join(directory, CONFIG_FILENAME)
+  tmp_path = path + ".tmp"
+  with tf.io.gfile.GFile(tmp_path, "w") as f:
+    f.write(json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")
+  tf.io.gfile.rename(tmp_path, path, overwrite=True)
+  return path
+
+
+def load_config(path: str) -> Config:
+  """Reads a config.json file, or `config.json` inside a directory."""
+  if tf.io.gfile.isdir(path):
+    path = os.path.join(path, CONFIG_FILENAME)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"No configuration file at {path} (the trainer writes config.json "
+                            "next to its checkpoints)")
+  with tf.io.gfile.GFile(path, "r") as f:
+    try:
+      data = json.loads(f.read())
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON: {e}") from e
+  return config_from_dict(data, source=path)

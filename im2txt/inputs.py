@@ -1,0 +1,176 @@
+"""The tf.data input pipeline: sharded TFRecord SequenceExamples -> padded training batches.
+
+Each batch is a dict:
+  images       float32 [B, image_height, image_width, 3] in [-1, 1]
+  input_seqs   int64   [B, T]   caption ids without the last (</S>)
+  target_seqs  int64   [B, T]   caption ids without the first (<S>)
+  input_mask   int32   [B, T]   1 on real tokens, 0 on padding
+  image_ids    int64   [B]
+T is the longest caption in the batch minus one. For the captions "<S> a dog </S>" (1 5 9 2)
+and "<S> cat </S>" (1 7 2) in one batch:
+  input_seqs  = [[1, 5, 9], [1, 7, 0]]
+  target_seqs = [[5, 9, 2], [7, 2, 0]]
+  input_mask  = [[1, 1, 1], [1, 1, 0]]
+
+A record whose image does not decode stops iteration with tf.errors.InvalidArgumentError;
+`find_undecodable_records` names it (the trainer calls it then). With `skip_bad_images` such
+records are skipped instead (and `find_undecodable_records` counts them up front).
+"""
+
+import re
+from typing import List, Optional, Tuple
+
+import tensorflow as tf
+
+from im2txt import configuration
+from im2txt import image_processing
+from im2txt import sequence_example
+
+
+def list_input_files(file_pattern: str) -> List[str]:
+  """Files matching comma-separated glob patterns; a pattern matching nothing is an error."""
+  files = []
+  for pattern in [p.strip() for p in file_pattern.split(",") if p.strip()]:
+    matched = sorted(tf.io.gfile.glob(pattern))
+    if not matched:
+      raise FileNotFoundError(f"Found no input files matching {pattern!r}")
+    files.extend(matched)
+  if not files:
+    raise ValueError(f"Empty --input_file_pattern {file_pattern!r}")
+  return files
+
+
+def _enumerated_records(filename: tf.Tensor) -> tf.data.Dataset:
+  """(filename, record index, serialized record) for every record of one TFRecord file."""
+  records = tf.data.TFRecordDataset(filename)
+  return records.enumerate().map(lambda index, record: (filename, index, record))
+
+
+def _read_records(files: List[str], is_training: bool, config: configuration.InputConfig,
+                  input_context: Optional[tf.distribute.InputContext], seed) -> tf.data.Dataset:
+  dataset = tf.data.Dataset.from_tensor_slices(files)
+  if input_context is not None and input_context.num_input_pipelines > 1:
+    # Multi-worker: each worker reads its own subset of the shards.
+    dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+  if is_training:
+    dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+    return dataset.interleave(
+        _enumerated_records, cycle_length=config.num_parallel_reads,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
+  # Evaluation reads the files in order, one after the other: a deterministic, finite pass.
+  return dataset.flat_map(_enumerated_records)
+
+
+def split_caption(caption_ids: tf.Tensor, max_caption_tokens: int = 0
+                  ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """caption ids [<S> w1 .. wn </S>] -> (input_seq, target_seq, mask), each of length n+1."""
+  if max_caption_tokens:
+    caption_ids = caption_ids[:max_caption_tokens]
+  input_seq = caption_ids[:-1]
+  target_seq = caption_ids[1:]
+  mask = tf.ones_like(input_seq, dtype=tf.int32)
+  return input_seq, target_seq, mask
+
+
+def _parse_and_split(filename, index, serialized, config: configuration.Config):
+  parsed = sequence_example.parse_sequence_example(serialized)
+  input_seq, target_seq, mask = split_caption(parsed["caption_ids"],
+                                              config.input.max_caption_tokens)
+  return {
+      "image_data": parsed["image_data"],
+      "input_seqs": input_seq,
+      "target_seqs": target_seq,
+      "input_mask": mask,
+      "image_ids": parsed["image_id"],
+      "record_file": filename,
+      "record_index": index,
+  }
+
+
+def make_dataset(file_pattern: str, config: configuration.Config, is_training: bool,
+                 batch_size: Optional[int] = None,
+                 input_context: Optional[tf.distribute.InputContext] = None,
+                 skip_bad_images: bool = False, seed: Optional[int] = None,
+                 keep_record_keys: bool = False) -> tf.data.Dataset:
+  """Batches of (image, caption) pairs; see the module docstring for their layout.
+
+  Training data is shuffled (files and records) and repeats forever; evaluation data is read
+  once, in file order, with central crops. `batch_size` defaults to config.input.batch_size and
+  is the global batch: with an input_context each replica gets its share. `seed` makes the
+  order and the distortions reproducible (tests).
+  """
+  files = list_input_files(file_pattern)
+  global_batch = batch_size or config.input.batch_size
+  per_replica_batch = (input_context.get_per_replica_batch_size(global_batch)
+                       if input_context is not None else global_batch)
+  dataset = _read_records(files, is_training, config.input, input_context, seed)
+  if is_training:
+    # Shuffle serialized records (cheap to hold) before decoding, as the original's queue did.
+    dataset = dataset.shuffle(config.input.shuffle_buffer_size, seed=seed)
+  dataset = dataset.map(lambda f, i, s: _parse_and_split(f, i, s, config),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  # Records need at least <S> and one more token to give one training target.
+  dataset = dataset.filter(lambda e: tf.size(e["input_seqs"]) > 0)
+
+  def decode(element):
+    element = dict(element)
+    element["images"] = image_processing.process_image(
+        element.pop("image_data"), config.model, is_training=is_training, seed=seed)
+    if not keep_record_keys:
+      element.pop("record_file")
+      element.pop("record_index")
+    return element
+
+  dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=not is_training or seed is not None)
+  if skip_bad_images:
+    dataset = dataset.ignore_errors(log_warning=True)
+  dataset = dataset.padded_batch(per_replica_batch, drop_remainder=is_training)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def find_undecodable_records(file_pattern: str, max_reported: int = 10
+                             ) -> Tuple[int, int, List[str]]:
+  """Scans every record; returns (records, undecodable records, descriptions of the first few).
+
+  Runs in parallel inside tf.data: records whose image decodes come through `ignore_errors`,
+  the missing ones are the bad ones. A description names the file, the record's index in it, its
+  image id and TensorFlow's reason.
+  """
+  files = list_input_files(file_pattern)
+  keys = tf.data.Dataset.from_tensor_slices(files).flat_map(_enumerated_records)
+
+  def decoded_key(filename, index, serialized):
+    parsed = sequence_example.parse_sequence_example(serialized)
+    image = tf.io.decode_jpeg(parsed["image_data"], channels=3)
+    # Tie the output to the decoded image so the decode cannot be optimised away.
+    return filename, index + tf.cast(tf.size(image) * 0, tf.int64)
+
+  good = set()
+  for filename, index in keys.map(decoded_key, num_parallel_calls=tf.data.AUTOTUNE,
+                                  deterministic=False).ignore_errors():
+    good.add((filename.numpy(), int(index.numpy())))
+  total, bad = 0, []
+  for filename, index, serialized in keys:
+    total += 1
+    if (filename.numpy(), int(index.numpy())) in good:
+      continue
+    if len(bad) < max_reported:
+      bad.append(_describe_bad_record(filename.numpy().decode(), int(index.numpy()), serialized))
+    else:
+      bad.append(None)
+  return total, len(bad), [b for b in bad if b is not None]
+
+
+def _describe_bad_record(filename: str, index: int, serialized: tf.Tensor) -> str:
+  try:
+    parsed = sequence_example.parse_sequence_example(serialized)
+  except tf.errors.InvalidArgumentError as e:
+    return f"{filename} record {index}: not a SequenceExample ({e.message.splitlines()[0]})"
+  try:
+    tf.io.decode_jpeg(parsed["image_data"], channels=3)
+    reason = "image decoded on its own (a transient failure?)"
+  except tf.errors.InvalidArgumentError as e:
+    reason = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", e.message.splitlines()[0])
+  return (f"{filename} record {index} (image_id {int(parsed['image_id'])}): image does not "
+          f"decode as JPEG: {reason}")

@@ -1,0 +1,73 @@
+"""The SequenceExample contract shared by the Beam job and the input pipeline.
+
+One record per (image, caption) pair, compatible with the original im2txt:
+  context:       image/image_id  int64   the COCO image id
+                 image/data      bytes   the JPEG file's bytes
+  feature_lists: image/caption      bytes per token  (<S> ... </S>)
+                 image/caption_ids  int64 per token  (vocabulary ids of those tokens)
+"""
+
+from typing import Dict, Sequence
+
+import tensorflow as tf
+
+IMAGE_ID_FEATURE = "image/image_id"
+IMAGE_DATA_FEATURE = "image/data"
+CAPTION_FEATURE = "image/caption"
+CAPTION_IDS_FEATURE = "image/caption_ids"
+
+
+def make_sequence_example(image_id: int, image_data: bytes, tokens: Sequence[str],
+                          caption_ids: Sequence[int]) -> tf.train.SequenceExample:
+  """Builds one record; pure protobuf, no TensorFlow ops (cheap inside Beam workers)."""
+  if len(tokens) != len(caption_ids):
+    raise ValueError(f"image {image_id}: {len(tokens)} tokens but {len(caption_ids)} caption ids")
+  example = tf.train.SequenceExample()
+  context = example.context.feature
+  context[IMAGE_ID_FEATURE].int64_list.value.append(int(image_id))
+  context[IMAGE_DATA_FEATURE].bytes_list.value.append(bytes(image_data))
+  lists = example.feature_lists.feature_list
+  caption = lists[CAPTION_FEATURE]
+  for token in tokens:
+    caption.feature.add().bytes_list.value.append(token.encode("utf-8"))
+  ids = lists[CAPTION_IDS_FEATURE]
+  for word_id in caption_ids:
+    ids.feature.add().int64_list.value.append(int(word_id))
+  return example
+
+
+def parse_sequence_example(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """Parses one serialized record (a scalar string tensor) inside tf.data.
+
+  Returns image_id (int64 scalar), image_data (string scalar), caption (string [T]) and
+  caption_ids (int64 [T]).
+  """
+  context, sequence = tf.io.parse_single_sequence_example(
+      serialized,
+      context_features={
+          IMAGE_ID_FEATURE: tf.io.FixedLenFeature([], dtype=tf.int64, default_value=-1),
+          IMAGE_DATA_FEATURE: tf.io.FixedLenFeature([], dtype=tf.string),
+      },
+      sequence_features={
+          CAPTION_FEATURE: tf.io.FixedLenSequenceFeature([], dtype=tf.string),
+          CAPTION_IDS_FEATURE: tf.io.FixedLenSequenceFeature([], dtype=tf.int64),
+      })
+  return {
+      "image_id": context[IMAGE_ID_FEATURE],
+      "image_data": context[IMAGE_DATA_FEATURE],
+      "caption": sequence[CAPTION_FEATURE],
+      "caption_ids": sequence[CAPTION_IDS_FEATURE],
+  }
+
+
+def parse_sequence_example_proto(serialized: bytes) -> dict:
+  """Pure-Python parse of one record into plain values (for tests and tools)."""
+  example = tf.train.SequenceExample.FromString(serialized)
+  context = example.context.feature
+  lists = example.feature_lists.feature_list
+  return {
+      "image_id": context[IMAGE_ID_FEATURE].int64_list.value[0],
+      "image_data": context[IMAGE_DATA_FEATURE].bytes_list.value[0],
+      "caption": [f.bytes_list.value[0].decode("utf-8") for f in lists[CAPTION_FEATURE].feature],
+      "caption_ids": [f.int64_list.value[0] for f in lists[CAPTION_IDS_FEATURE].feature],
+  }

@@ -1,0 +1,163 @@
+"""The Show and Tell model: InceptionV3 image encoder + LSTM caption decoder (Keras 2).
+
+Training (`call`, teacher forcing):
+    images [B, H, W, 3] in [-1, 1] -> InceptionV3 (no top, average pooled) -> 2048-d
+    -> dense (no bias) -> image embedding [B, E], fed to the LSTM first from a zero state
+       (its output is discarded), then the word embeddings of `input_seqs` [B, T] follow
+    -> logits [B, T, vocab] predicting `target_seqs`.
+
+  For the caption "<S> a dog </S>" (ids 1 5 9 2), the input pipeline gives
+      input_seqs  = [1, 5, 9]      (<S> a dog)
+      target_seqs = [5, 9, 2]      (a dog </S>)
+      input_mask  = [1, 1, 1]      (0 where a shorter caption is padded)
+
+Inference is two methods, all beam search needs:
+    initial_state(images)           -> state after the image step
+    step(word_ids, state)           -> (log_probs [B, vocab], new state)
+A state is a tuple (h, c) of [B, num_lstm_units] tensors.
+"""
+
+from typing import Tuple
+
+import tensorflow as tf
+
+from im2txt import configuration
+from im2txt import tfa_ops
+
+State = Tuple[tf.Tensor, tf.Tensor]
+
+
+def _uniform(scale: float) -> tf.keras.initializers.Initializer:
+  return tf.keras.initializers.RandomUniform(minval=-scale, maxval=scale)
+
+
+class ShowAndTellModel(tf.keras.Model):
+  """Show and Tell with the original im2txt's architecture; sizes from a ModelConfig."""
+
+  def __init__(self, config: configuration.ModelConfig, train_inception: bool = False,
+               **kwargs):
+    super().__init__(name="show_and_tell", **kwargs)
+    self.config = config
+    self.inception = tf.keras.applications.InceptionV3(
+        include_top=False, weights=None, pooling="avg",
+        input_shape=(config.image_height, config.image_width, 3))
+    self.inception_dropout = tf.keras.layers.Dropout(
+        1.0 - config.inception_dropout_keep_prob, name="inception_dropout")
+    scale = config.initializer_scale
+    self.image_embedding = tf.keras.layers.Dense(
+        config.embedding_size, use_bias=False, kernel_initializer=_uniform(scale),
+        name="image_embedding")
+    self.seq_embedding = tf.keras.layers.Embedding(
+        config.vocab_size, config.embedding_size, embeddings_initializer=_uniform(scale),
+        name="seq_embedding")
+    # unit_forget_bias: forget-gate bias 1, as the original BasicLSTMCell's forget_bias=1.0.
+    self.lstm_cell = tf.keras.layers.LSTMCell(
+        config.num_lstm_units, kernel_initializer=_uniform(scale),
+        recurrent_initializer=_uniform(scale), unit_forget_bias=True, name="lstm")
+    self.lstm = tf.keras.layers.RNN(self.lstm_cell, return_sequences=True, name="lstm_rnn")
+    lstm_dropout = 1.0 - config.lstm_dropout_keep_prob
+    self.lstm_input_dropout = tf.keras.layers.Dropout(lstm_dropout, name="lstm_input_dropout")
+    self.lstm_output_dropout = tf.keras.layers.Dropout(lstm_dropout, name="lstm_output_dropout")
+    self.logits_layer = tf.keras.layers.Dense(
+        config.vocab_size, kernel_initializer=_uniform(scale), name="logits")
+    self.set_train_inception(train_inception)
+
+  def set_train_inception(self, train_inception: bool) -> None:
+    """Phase 1 (False): Inception frozen, in inference mode. Phase 2 (True): fine-tuned."""
+    self.train_inception = bool(train_inception)
+    self.inception.trainable = self.train_inception
+
+  def build_all(self) -> None:
+    """Creates every variable (a one-word forward pass), e.g. before restoring a checkpoint."""
+    c = self.config
+    images = tf.zeros([1, c.image_height, c.image_width, 3])
+    self({"images": images, "input_seqs": tf.zeros([1, 1], tf.int64)}, training=False)
+
+  # --- encoder -----------------------------------------------------------------------------
+
+  def image_features(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """InceptionV3's pooled 2048-d features; batch norm and dropout train only in phase 2."""
+    inception_training = bool(training) and self.train_inception
+    features = self.inception(images, training=inception_training)
+    if inception_training:
+      features = self.inception_dropout(features, training=True)
+    if not self.train_inception:
+      # Phase 1: nothing flows back into Inception, so no gradient work is spent on it.
+      features = tf.stop_gradient(features)
+    return features
+
+  def embed_images(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+    return self.image_embedding(self.image_features(images, training=training))
+
+  def _zero_state(self, batch_size) -> State:
+    units = self.config.num_lstm_units
+    dtype = self.compute_dtype
+    return (tf.zeros([batch_size, units], dtype), tf.zeros([batch_size, units], dtype))
+
+  def _image_step(self, image_embeddings: tf.Tensor, training: bool) -> State:
+    inputs = self.lstm_input_dropout(image_embeddings, training=training)
+    _, state = self.lstm_cell(inputs, self._zero_state(tf.shape(image_embeddings)[0]),
+                              training=training)
+    return tuple(state)
+
+  # --- training ----------------------------------------------------------------------------
+
+  def call(self, inputs, training: bool = False) -> tf.Tensor:
+    """inputs: {"images": [B,H,W,3] float, "input_seqs": [B,T] int} -> logits [B,T,vocab]."""
+    state = self._image_step(self.embed_images(inputs["images"], training=training), training)
+    words = self.seq_embedding(inputs["input_seqs"])
+    words = self.lstm_input_dropout(words, training=training)
+    outputs = self.lstm(words, initial_state=list(state), training=training)
+    outputs = self.lstm_output_dropout(outputs, training=training)
+    return self.logits_layer(outputs)
+
+  def token_losses(self, logits: tf.Tensor, target_seqs: tf.Tensor,
+                   input_mask: tf.Tensor) -> tf.Tensor:
+    """Per-token cross-entropy [B, T] in float32, zero on padding."""
+    return tfa_ops.masked_token_losses(logits, target_seqs, input_mask)
+
+  # --- inference ---------------------------------------------------------------------------
+
+  def initial_state(self, images: tf.Tensor) -> State:
+    """The LSTM state after feeding the image embedding (inference mode)."""
+    return self._image_step(self.embed_images(images, training=False), training=False)
+
+  def step(self, word_ids: tf.Tensor, state: State) -> Tuple[tf.Tensor, State]:
+    """One decoding step: word_ids [B] -> (log-probabilities [B, vocab] float32, new state)."""
+    words = self.seq_embedding(word_ids)
+    output, new_state = self.lstm_cell(words, list(state), training=False)
+    logits = tf.cast(self.logits_layer(output), tf.float32)
+    return tf.nn.log_softmax(logits), tuple(new_state)
+
+  # --- Inception initialisation ------------------------------------------------------------
+
+  def load_inception_weights(self, path: str) -> None:
+    """Loads a Keras InceptionV3 (include_top=False) `.h5` weights file; nothing is downloaded."""
+    if not tf.io.gfile.exists(path):
+      raise FileNotFoundError(f"--inception_checkpoint_file: no such file: {path}")
+    try:
+      self.inception.load_weights(path)
+    except (ValueError, OSError) as e:
+      raise ValueError(f"{path}: not a Keras InceptionV3 no-top weights file ({e})") from e
+
+  def calibrate_inception_batch_norm(self, images: tf.Tensor) -> None:
+    """Sets every Inception batch-norm moving statistic to this batch's statistics.
+
+    For a randomly initialised Inception (no weights file, e.g. the sample dataset): with the
+    initial moving statistics (mean 0, variance 1) a random InceptionV3's pooled features are
+    ~1e-3 in inference mode and nearly useless to a frozen-encoder phase 1; calibrated, they are
+    O(1) and keep the image's content. Done once, before the first checkpoint.
+    """
+    layers = [l for l in self.inception.layers
+              if isinstance(l, tf.keras.layers.BatchNormalization)]
+    momenta = [l.momentum for l in layers]
+    try:
+      # A frozen Keras BatchNormalization always runs in inference mode; unfreeze it for this pass.
+      self.inception.trainable = True
+      for layer in layers:
+        layer.momentum = 0.0
+      self.inception(images, training=True)
+    finally:
+      for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+      self.inception.trainable = self.train_inception

@@ -1,0 +1,129 @@
+"""The caption tokenizer and the vocabulary file `word_counts.txt`, in the original im2txt format.
+
+`word_counts.txt` holds one `word count` line per word, most frequent first, joined by newlines
+(the original writes no trailing newline). A word's id is its line number; `<UNK>` is not in the
+file and takes id = number of lines. `<S>` and `</S>` must be in the file.
+
+The same `tokenize_caption` builds the vocabulary (Beam job), the training records and the
+evaluator's references, so the three always agree.
+"""
+
+import collections
+import os
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import tensorflow as tf
+from nltk.tokenize import NLTKWordTokenizer
+
+START_WORD = "<S>"
+END_WORD = "</S>"
+UNK_WORD = "<UNK>"
+
+# NLTK's Treebank-style word tokenizer as used by nltk.word_tokenize, minus the sentence splitter
+# (which needs the downloaded `punkt` data). Stateless, so one instance serves every caller.
+_TOKENIZER = NLTKWordTokenizer()
+
+
+def tokenize_caption(caption: str) -> List[str]:
+  """Lower-cases and word-tokenizes a caption, without the <S>/</S> markers.
+
+  >>> tokenize_caption("A man, riding a wave.")
+  ['a', 'man', ',', 'riding', 'a', 'wave', '.']
+  """
+  return _TOKENIZER.tokenize(caption.lower())
+
+
+def caption_tokens(caption: str) -> List[str]:
+  """The tokens stored in a record: `<S>` + tokenize_caption(caption) + `</S>`."""
+  return [START_WORD] + tokenize_caption(caption) + [END_WORD]
+
+
+def count_words(token_lists: Iterable[Sequence[str]]) -> collections.Counter:
+  counts = collections.Counter()
+  for tokens in token_lists:
+    counts.update(tokens)
+  return counts
+
+
+def sorted_word_counts(counts: Dict[str, int], min_word_count: int) -> List[Tuple[str, int]]:
+  """Words seen at least `min_word_count` times, most frequent first, ties by word (deterministic)."""
+  kept = [(w, c) for w, c in counts.items() if c >= min_word_count]
+  kept.sort(key=lambda wc: (-wc[1], wc[0]))
+  return kept
+
+
+def format_word_counts(word_counts: Sequence[Tuple[str, int]]) -> str:
+  """The file's exact text: `word count` lines joined by newlines, as the original writes it."""
+  return "\n".join("%s %d" % (w, c) for w, c in word_counts)
+
+
+def write_word_counts(path: str, word_counts: Sequence[Tuple[str, int]]) -> None:
+  """Writes word_counts.txt atomically (temp file + rename), via tf.io.gfile so gs:// works."""
+  directory = os.path.dirname(path)
+  if directory:
+    tf.io.gfile.makedirs(directory)
+  tmp_path = path + ".tmp"
+  with tf.io.gfile.GFile(tmp_path, "wb") as f:
+    f.write(format_word_counts(word_counts).encode("utf-8"))
+  tf.io.gfile.rename(tmp_path, path, overwrite=True)
+
+
+class Vocabulary:
+  """Maps words to ids and back, read from a word_counts.txt file."""
+
+  def __init__(self, words: Sequence[str], source: str = "<words>"):
+    words = list(words)
+    for marker in (START_WORD, END_WORD):
+      if marker not in words:
+        raise ValueError(f"Vocabulary file {source} has no {marker} line; it must contain both "
+                         f"{START_WORD} and {END_WORD} (as the Beam job writes them)")
+    if UNK_WORD not in words:
+      words.append(UNK_WORD)
+    self._words = words
+    self._ids = {}
+    for i, w in enumerate(words):
+      self._ids.setdefault(w, i)
+    self.source = source
+    self.start_id = self._ids[START_WORD]
+    self.end_id = self._ids[END_WORD]
+    self.unk_id = self._ids[UNK_WORD]
+
+  @classmethod
+  def from_file(cls, path: str) -> "Vocabulary":
+    if not tf.io.gfile.exists(path):
+      raise FileNotFoundError(f"Vocabulary file not found: {path}")
+    with tf.io.gfile.GFile(path, "rb") as f:
+      text = f.read().decode("utf-8")
+    words = []
+    for line_number, line in enumerate(text.split("\n"), start=1):
+      parts = line.split()
+      if not parts:
+        continue
+      if len(parts) > 2:
+        raise ValueError(f"{path}:{line_number}: expected 'word count', got {line!r}")
+      words.append(parts[0])
+    return cls(words, source=path)
+
+  def __len__(self) -> int:
+    """Number of ids, <UNK> included."""
+    return len(self._words)
+
+  @property
+  def words(self) -> List[str]:
+    return list(self._words)
+
+  def word_to_id(self, word: str) -> int:
+    return self._ids.get(word, self.unk_id)
+
+  def id_to_word(self, word_id: int) -> str:
+    if 0 <= word_id < len(self._words):
+      return self._words[word_id]
+    return UNK_WORD
+
+  def ids(self, tokens: Sequence[str]) -> List[int]:
+    return [self.word_to_id(t) for t in tokens]
+
+  def sentence(self, word_ids: Sequence[int]) -> str:
+    """Joins ids into a caption without <S> and </S> (the original run_inference's output)."""
+    return " ".join(self.id_to_word(i) for i in word_ids
+                    if i not in (self.start_id, self.end_id))
