@@ -114,7 +114,7 @@ class InferenceConfig:
 
   # Number of captions kept at every step, and returned.
   beam_size: int = 3
-  # Maximum number of words generated after <S>.
+  # Maximum caption length in ids, <S> included (max_caption_length - 1 decoding steps).
   max_caption_length: int = 20
   # Complete captions are ranked by logprob / length**factor (0: plain log-probability).
   length_normalization_factor: float = 0.0

@@ -1,0 +1,250 @@
+"""Captioning JPEG files with a trained checkpoint: the library behind //im2txt:run_inference.
+
+    model, config, checkpoint = load_model("MODEL/train")          # + config.json beside it
+    vocab = load_vocabulary("word_counts.txt", config.model, checkpoint)
+    captioner = Captioner(model, vocab, configuration.InferenceConfig(beam_size=3))
+    reader = ImageReader(config.model)
+    captions = captioner.caption_images(tf.stack([reader.read(f) for f in files]))
+    print(format_text(files[0], captions[0], vocab), end="")
+
+`caption_files` does all of it for the binary: comma-separated glob patterns in, the original's
+text (or JSON lines) out, one batched compiled beam search per `batch_size` images.
+"""
+
+import json
+import math
+import os
+import re
+import sys
+from typing import List, NamedTuple, Optional, Sequence, TextIO, Tuple
+
+from absl import logging
+import tensorflow as tf
+
+from im2txt import beam_search
+from im2txt import configuration
+from im2txt import image_processing
+from im2txt import show_and_tell_model
+from im2txt import vocabulary
+
+OUTPUT_FORMATS = ("text", "json")
+
+
+class Caption(NamedTuple):
+  """One caption of one image, as the original CaptionGenerator returned it."""
+
+  # Word ids, <S> first (and </S> last for a complete caption).
+  sentence: List[int]
+  # Log-probability of the caption; the original prints p = exp(logprob).
+  logprob: float
+  # Ranking score (logprob, or logprob / len**length_normalization_factor when complete).
+  score: float
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def resolve_checkpoint(checkpoint_path: str) -> str:
+  """A checkpoint prefix (e.g. train/ckpt-42) from a prefix or a directory with a `checkpoint`."""
+  if tf.io.gfile.isdir(checkpoint_path):
+    latest = tf.train.latest_checkpoint(checkpoint_path)
+    if not latest:
+      raise FileNotFoundError(f"No checkpoint found in directory {checkpoint_path} (expected a "
+                              "`checkpoint` index file written by the trainer)")
+    return latest
+  if not tf.io.gfile.exists(checkpoint_path + ".index"):
+    raise FileNotFoundError(f"No checkpoint at {checkpoint_path} (neither a directory nor a "
+                            f"checkpoint prefix with a {checkpoint_path}.index file)")
+  return checkpoint_path
+
+
+def restore_model(model_config: configuration.ModelConfig,
+                  checkpoint: str) -> show_and_tell_model.ShowAndTellModel:
+  """Builds the model and restores its weights from a checkpoint prefix."""
+  model = show_and_tell_model.ShowAndTellModel(model_config)
+  model.build_all()
+  status = tf.train.Checkpoint(model=model).restore(checkpoint)
+  try:
+    # The trainer's checkpoint also holds the optimizer and the step, which inference ignores.
+    status.expect_partial().assert_existing_objects_matched()
+  except AssertionError as e:
+    raise ValueError(f"{checkpoint}: not a checkpoint of this model ({e})") from e
+  logging.info("Restored %s", checkpoint)
+  return model
+
+
+def load_model(checkpoint_path: str) -> Tuple[show_and_tell_model.ShowAndTellModel,
+                                              configuration.Config, str]:
+  """Rebuilds the model from the config.json beside the checkpoint and restores its weights.
+
+  Returns (model, config, checkpoint prefix).
+  """
+  checkpoint = resolve_checkpoint(checkpoint_path)
+  config = configuration.load_config(os.path.dirname(checkpoint))
+  return restore_model(config.model, checkpoint), config, checkpoint
+
+
+def load_vocabulary(vocab_file: str, model_config: configuration.ModelConfig,
+                    checkpoint: str) -> vocabulary.Vocabulary:
+  """Reads word_counts.txt; an error if it has more words (with <UNK>) than the model predicts."""
+  vocab = vocabulary.Vocabulary.from_file(vocab_file)
+  if len(vocab) > model_config.vocab_size:
+    raise ValueError(
+        f"Vocabulary {vocab_file} has {len(vocab)} words (with <UNK>) but the model in "
+        f"{checkpoint} predicts {model_config.vocab_size} (vocab_size in its config.json): "
+        "use the vocabulary the model was trained with")
+  return vocab
+
+
+# --- images --------------------------------------------------------------------------------
+
+
+def expand_input_files(input_files: str) -> List[str]:
+  """Comma-separated glob patterns -> file names (sorted per pattern, without duplicates)."""
+  filenames = []
+  for pattern in input_files.split(","):
+    if not pattern.strip():
+      continue
+    matches = sorted(tf.io.gfile.glob(pattern.strip()))
+    if not matches:
+      raise FileNotFoundError(f"--input_files pattern {pattern.strip()!r} matches no file")
+    filenames.extend(m for m in matches if m not in filenames)
+  if not filenames:
+    raise ValueError("--input_files names no file pattern")
+  return filenames
+
+
+class ImageReader:
+  """Reads an image file into the model's input, preprocessed as for evaluation (central crop).
+
+  Decoding is tf.io.decode_jpeg's, which also reads PNG, GIF and BMP files.
+  """
+
+  def __init__(self, model_config: configuration.ModelConfig):
+    self._decode = tf.function(
+        lambda encoded: image_processing.process_image(encoded, model_config, is_training=False),
+        input_signature=[tf.TensorSpec([], tf.string)])
+
+  def read(self, path: str) -> tf.Tensor:
+    """float32 [image_height, image_width, 3] in [-1, 1]; ValueError naming the file if bad."""
+    try:
+      with tf.io.gfile.GFile(path, "rb") as f:
+        encoded = f.read()
+    except (tf.errors.OpError, OSError) as e:
+      raise ValueError(f"{path}: cannot read the file ({e})") from e
+    try:
+      return self._decode(tf.constant(encoded))
+    except tf.errors.InvalidArgumentError as e:
+      # The first line of TensorFlow's message, without its "{{function_node ...}}" prefix.
+      reason = re.sub(r"\{\{[^}]*\}\}\s*", "", e.message).strip().split("\n")[0]
+      raise ValueError(f"{path}: not a decodable image ({reason})") from e
+
+
+# --- captioning ----------------------------------------------------------------------------
+
+
+class Captioner:
+  """Batched, compiled beam search over a model's images, returning the original's Captions."""
+
+  def __init__(self, model: show_and_tell_model.ShowAndTellModel,
+               vocab: vocabulary.Vocabulary,
+               inference_config: configuration.InferenceConfig):
+    c = model.config
+    self.vocab = vocab
+    self.search = beam_search.BeamSearch(
+        model, vocab.start_id, vocab.end_id, beam_size=inference_config.beam_size,
+        max_caption_length=inference_config.max_caption_length,
+        length_normalization_factor=inference_config.length_normalization_factor,
+        input_signature=[tf.TensorSpec([None, c.image_height, c.image_width, 3], tf.float32)])
+
+  def caption_images(self, images: tf.Tensor) -> List[List[Caption]]:
+    """images [B, H, W, 3] in [-1, 1] -> per image, up to beam_size Captions, best first."""
+    return captions_from_result(self.search(images))
+
+
+def captions_from_result(result: beam_search.BeamSearchResult) -> List[List[Caption]]:
+  """Splits a BeamSearchResult into per-image lists of Captions (best first)."""
+  ids, lengths = result.word_ids.numpy(), result.lengths.numpy()
+  log_probs, scores, valid = result.log_probs.numpy(), result.scores.numpy(), result.valid.numpy()
+  return [[Caption(ids[i, j, :lengths[i, j]].tolist(), float(log_probs[i, j]),
+                   float(scores[i, j]))
+           for j in range(ids.shape[1]) if valid[i, j]]
+          for i in range(ids.shape[0])]
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def caption_words(sentence: Sequence[int], vocab: vocabulary.Vocabulary) -> List[str]:
+  """The caption's words without the leading <S> and, if complete, the final </S>."""
+  ids = list(sentence[1:])
+  if ids and ids[-1] == vocab.end_id:
+    ids = ids[:-1]
+  return [vocab.id_to_word(i) for i in ids]
+
+
+def format_text(path: str, captions: Sequence[Caption], vocab: vocabulary.Vocabulary) -> str:
+  """The original run_inference's output for one image (newline-terminated lines)."""
+  lines = ["Captions for image %s:" % os.path.basename(path)]
+  for i, caption in enumerate(captions):
+    sentence = " ".join(caption_words(caption.sentence, vocab))
+    lines.append("  %d) %s (p=%f)" % (i, sentence, math.exp(caption.logprob)))
+  return "\n".join(lines) + "\n"
+
+
+def format_json(path: str, captions: Sequence[Caption], vocab: vocabulary.Vocabulary) -> str:
+  """One JSON object per line: {"file", "captions", "log_probs"} (captions best first)."""
+  return json.dumps({
+      "file": path,
+      "captions": [" ".join(caption_words(c.sentence, vocab)) for c in captions],
+      "log_probs": [c.logprob for c in captions],
+  }) + "\n"
+
+
+def caption_files(checkpoint_path: str, vocab_file: str, input_files: str,
+                  inference_config: configuration.InferenceConfig,
+                  output_format: str = "text", out: Optional[TextIO] = None,
+                  err: Optional[TextIO] = None) -> int:
+  """Captions every file matching `input_files`; returns the exit code (1 if a file failed).
+
+  Files that cannot be read or decoded are reported on `err` and skipped; the others are
+  captioned in order, `inference_config.batch_size` images per beam search.
+  """
+  out = out or sys.stdout
+  err = err or sys.stderr
+  if output_format not in OUTPUT_FORMATS:
+    raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+  if inference_config.batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {inference_config.batch_size}")
+  beam_search.check_arguments(inference_config.beam_size, inference_config.max_caption_length,
+                              inference_config.length_normalization_factor)
+  # Everything that can be checked cheaply is, before the model is built.
+  filenames = expand_input_files(input_files)
+  checkpoint = resolve_checkpoint(checkpoint_path)
+  config = configuration.load_config(os.path.dirname(checkpoint))
+  vocab = load_vocabulary(vocab_file, config.model, checkpoint)
+  model = restore_model(config.model, checkpoint)
+  captioner = Captioner(model, vocab, inference_config)
+  reader = ImageReader(config.model)
+  formatter = format_text if output_format == "text" else format_json
+  logging.info("Running caption generation on %d files matching %s", len(filenames),
+               input_files)
+  num_failed = 0
+  for start in range(0, len(filenames), inference_config.batch_size):
+    images, names = [], []
+    for name in filenames[start:start + inference_config.batch_size]:
+      try:
+        images.append(reader.read(name))
+        names.append(name)
+      except ValueError as e:
+        num_failed += 1
+        err.write(f"Error: {e}\n")
+        err.flush()
+    if not images:
+      continue
+    for name, captions in zip(names, captioner.caption_images(tf.stack(images))):
+      out.write(formatter(name, captions, vocab))
+    out.flush()
+  if num_failed:
+    err.write(f"Error: {num_failed} of {len(filenames)} files could not be captioned\n")
+  return 1 if num_failed else 0

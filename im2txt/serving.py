@@ -1,0 +1,87 @@
+"""A SavedModel that captions JPEG bytes: the library behind //im2txt:export_saved_model.
+
+Its serving signature needs nothing of this project to run, only TensorFlow:
+
+    m = tf.saved_model.load(export_dir)
+    out = m.signatures["serving_default"](jpegs=tf.constant([jpeg_bytes, ...]))
+    out["captions"]   # string [B, beam_size], best first, without <S> and </S>
+    out["log_probs"]  # float32 [B, beam_size]; "" and -inf where an image has fewer captions
+
+The images go through the same evaluation preprocessing and the same beam search as
+run_inference, so both give the same captions. A batch with an undecodable JPEG fails as a whole.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from im2txt import beam_search
+from im2txt import configuration
+from im2txt import image_processing
+from im2txt import inference
+from im2txt import vocabulary
+
+
+def caption_strings(result: beam_search.BeamSearchResult, words: tf.Tensor,
+                    end_id: int) -> tf.Tensor:
+  """The captions' text [B, K]: ids 1..length-1, minus a final </S>, joined by spaces."""
+  ids, lengths = result.word_ids, result.lengths[:, :, tf.newaxis]
+  positions = tf.range(tf.shape(ids)[-1])
+  keep = (positions >= 1) & (positions < lengths)
+  keep &= ~((positions == lengths - 1) & tf.equal(ids, end_id))
+  kept_words = tf.ragged.boolean_mask(tf.gather(words, ids), keep)  # [B, (K), (words)]
+  joined = tf.strings.reduce_join(kept_words, axis=-1, separator=" ")  # [B, (K)], K each
+  return tf.reshape(joined.flat_values, tf.shape(ids)[:2])
+
+
+class CaptionModule(tf.Module):
+  """The model's variables, the id -> word table and the `serve` function."""
+
+  def __init__(self, model, vocab: vocabulary.Vocabulary,
+               inference_config: configuration.InferenceConfig):
+    super().__init__(name="im2txt")
+    model_config = model.config
+    # Every id the model can emit has a word: the ids past the vocabulary file are <UNK>.
+    words = vocab.words + [vocabulary.UNK_WORD] * (model_config.vocab_size - len(vocab))
+    self.words = tf.constant(words)
+    # Tracked so that the SavedModel saves them (the Keras model itself is not exported).
+    self.model_variables = list(model.variables)
+    search = beam_search.BeamSearch(
+        model, vocab.start_id, vocab.end_id, beam_size=inference_config.beam_size,
+        max_caption_length=inference_config.max_caption_length,
+        length_normalization_factor=inference_config.length_normalization_factor)
+    image_spec = tf.TensorSpec([model_config.image_height, model_config.image_width, 3],
+                               tf.float32)
+    end_id = vocab.end_id
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="jpegs")])
+    def serve(jpegs):
+      images = tf.map_fn(
+          lambda jpeg: image_processing.process_image(jpeg, model_config, is_training=False),
+          jpegs, fn_output_signature=image_spec)
+      result = search.search(images)
+      return {
+          "captions": tf.where(result.valid, caption_strings(result, self.words, end_id), ""),
+          "log_probs": tf.where(result.valid, result.log_probs, -np.inf),
+      }
+
+    self.serve = serve
+
+
+def export_saved_model(checkpoint_path: str, vocab_file: str, export_dir: str,
+                       inference_config: configuration.InferenceConfig) -> str:
+  """Writes the SavedModel of a checkpoint to export_dir (which must not exist); returns it."""
+  beam_search.check_arguments(inference_config.beam_size, inference_config.max_caption_length,
+                              inference_config.length_normalization_factor)
+  if tf.io.gfile.exists(export_dir):
+    raise FileExistsError(f"--export_dir {export_dir} already exists; choose a new directory")
+  model, config, checkpoint = inference.load_model(checkpoint_path)
+  vocab = inference.load_vocabulary(vocab_file, config.model, checkpoint)
+  module = CaptionModule(model, vocab, inference_config)
+  # Written beside the target and renamed, so a reader never sees half a SavedModel.
+  tmp_dir = f"{export_dir.rstrip('/')}.tmp-{os.getpid()}"
+  tf.saved_model.save(module, tmp_dir,
+                      signatures={"serving_default": module.serve.get_concrete_function()})
+  tf.io.gfile.rename(tmp_dir, export_dir)
+  return export_dir

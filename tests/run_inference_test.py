@@ -1,0 +1,171 @@
+"""Tests of run_inference (//im2txt:run_inference) and its library im2txt/inference.py."""
+
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import tempfile
+
+import tensorflow as tf
+
+from im2txt import beam_search_reference
+from im2txt import configuration
+from im2txt import inference
+from im2txt import run_inference
+from im2txt import vocabulary
+from tests import inference_testutil
+
+# "  0) a dog . (p=0.040413)"
+_CAPTION_LINE = re.compile(r"^  (\d+)\) (.*) \(p=(\d+\.\d{6})\)$")
+
+
+class FormatTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    path = inference_testutil.write_vocab(os.path.join(self.get_temp_dir(), "word_counts.txt"))
+    self.vocab = vocabulary.Vocabulary.from_file(path)  # <S>=0 </S>=1 a=2 dog=3 .=4 <UNK>=5
+
+  def test_text_is_the_originals(self):
+    captions = [inference.Caption([0, 2, 3, 4, 1], math.log(0.040413), 0.0),
+                inference.Caption([0, 3, 5, 1], math.log(0.0123456789), 0.0)]
+    self.assertEqual(
+        "Captions for image COCO_val2014_000000224477.jpg:\n"
+        "  0) a dog . (p=0.040413)\n"
+        "  1) dog <UNK> (p=0.012346)\n",
+        inference.format_text("/data/images/COCO_val2014_000000224477.jpg", captions,
+                              self.vocab))
+
+  def test_partial_caption_keeps_its_last_word(self):
+    # A caption that never reached </S> (max_caption_length too short) loses only its <S>.
+    self.assertEqual(["a", "dog"], inference.caption_words([0, 2, 3], self.vocab))
+    self.assertEqual([], inference.caption_words([0], self.vocab))
+
+  def test_json(self):
+    captions = [inference.Caption([0, 2, 3, 1], -1.5, -1.5)]
+    self.assertEqual({"file": "d/x.jpg", "captions": ["a dog"], "log_probs": [-1.5]},
+                     json.loads(inference.format_json("d/x.jpg", captions, self.vocab)))
+
+  def test_expand_input_files(self):
+    tmp = self.get_temp_dir()
+    paths = inference_testutil.write_jpegs(os.path.join(tmp, "expand"), 3)
+    pattern = os.path.join(tmp, "expand", "*.jpg")
+    self.assertEqual(paths, inference.expand_input_files(pattern))
+    self.assertEqual([paths[2], paths[0], paths[1]],
+                     inference.expand_input_files(f"{paths[2]},{pattern}"))
+    missing = os.path.join(tmp, "nothing-*.png")
+    with self.assertRaisesRegex(FileNotFoundError, re.escape(repr(missing))):
+      inference.expand_input_files(f"{pattern},{missing}")
+
+
+class RunInferenceTest(tf.test.TestCase):
+  """End to end on a tiny random checkpoint (vocab_size 8, a 5-line vocabulary + <UNK>)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.config = inference_testutil.tiny_config(vocab_size=8)
+    cls.model = inference_testutil.random_model(cls.config, seed=3)
+    cls.train_dir = os.path.join(cls.tmp, "train")
+    cls.prefix = inference_testutil.write_checkpoint(cls.model, cls.config, cls.train_dir)
+    cls.vocab_file = inference_testutil.write_vocab(os.path.join(cls.tmp, "word_counts.txt"))
+    cls.vocab = vocabulary.Vocabulary.from_file(cls.vocab_file)
+    cls.image_dir = os.path.join(cls.tmp, "images")
+    cls.jpegs = inference_testutil.write_jpegs(cls.image_dir, 3, seed=4)
+    cls.broken = os.path.join(cls.image_dir, "broken.jpg")
+    with open(cls.broken, "wb") as f:
+      f.write(b"this is not an image")
+    # The expected captions: the original's loop, one image at a time, same weights.
+    reader = inference.ImageReader(cls.config.model)
+    compiled = beam_search_reference.CompiledModel(cls.model)
+    cls.expected = {
+        path: beam_search_reference.beam_search_reference(
+            compiled, reader.read(path), cls.vocab.start_id, cls.vocab.end_id, beam_size=3,
+            max_caption_length=20)
+        for path in cls.jpegs}
+
+  def _run_binary(self, *flags):
+    """Runs run_inference's main in-process -> (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    run_inference.FLAGS.unparse_flags()
+    run_inference.FLAGS(["run_inference"] + list(flags))
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      code = run_inference.main([])
+    return code, out.getvalue(), err.getvalue()
+
+  def _assert_expected(self, path, sentences, probabilities):
+    expected = self.expected[path]
+    self.assertEqual([" ".join(inference.caption_words(c.sentence, self.vocab))
+                      for c in expected], sentences)
+    self.assertAllClose([math.exp(c.logprob) for c in expected], probabilities,
+                        rtol=1e-4, atol=2e-6)
+
+  def test_text_output_with_a_bad_file(self):
+    code, out, err = self._run_binary(
+        f"--checkpoint_path={self.train_dir}", f"--vocab_file={self.vocab_file}",
+        f"--input_files={os.path.join(self.image_dir, '*.jpg')}")
+    # The bad file is reported by name and the exit code says so; the others are captioned.
+    self.assertEqual(1, code)
+    self.assertIn(f"Error: {self.broken}: not a decodable image (Unknown image file format", err)
+    self.assertIn("1 of 4 files could not be captioned", err)
+    lines = out.splitlines()
+    self.assertLen(lines, 3 * 4)
+    for i, path in enumerate(self.jpegs):
+      self.assertEqual(f"Captions for image {os.path.basename(path)}:", lines[4 * i])
+      matches = [_CAPTION_LINE.match(line) for line in lines[4 * i + 1:4 * i + 4]]
+      self.assertTrue(all(matches), lines)
+      self.assertEqual(["0", "1", "2"], [m.group(1) for m in matches])
+      self._assert_expected(path, [m.group(2) for m in matches],
+                            [float(m.group(3)) for m in matches])
+
+  def test_json_output_batched_from_a_checkpoint_prefix(self):
+    out, err = io.StringIO(), io.StringIO()
+    code = inference.caption_files(
+        self.prefix, self.vocab_file, ",".join(self.jpegs),
+        configuration.InferenceConfig(batch_size=2), output_format="json", out=out, err=err)
+    self.assertEqual(0, code)
+    self.assertEqual("", err.getvalue())
+    objects = [json.loads(line) for line in out.getvalue().splitlines()]
+    self.assertEqual(self.jpegs, [o["file"] for o in objects])
+    for o in objects:
+      self._assert_expected(o["file"], o["captions"], [math.exp(lp) for lp in o["log_probs"]])
+
+  def test_pattern_matching_nothing(self):
+    missing = os.path.join(self.tmp, "missing", "*.jpg")
+    code, out, err = self._run_binary(
+        f"--checkpoint_path={self.train_dir}", f"--vocab_file={self.vocab_file}",
+        f"--input_files={self.jpegs[0]},{missing}")
+    self.assertEqual(2, code)
+    self.assertEqual("", out)
+    self.assertIn(f"Error: --input_files pattern {missing!r} matches no file", err)
+
+  def test_vocabulary_larger_than_the_model(self):
+    big_vocab = inference_testutil.write_vocab(
+        os.path.join(self.tmp, "big_word_counts.txt"),
+        inference_testutil.WORDS + ["cat", "on", "mat"])  # 8 lines + <UNK> = 9 > 8
+    with self.assertRaisesRegex(ValueError, f"{re.escape(big_vocab)} has 9 words.*"
+                                f"{re.escape(self.prefix)} predicts 8"):
+      inference.caption_files(self.train_dir, big_vocab, self.jpegs[0],
+                              configuration.InferenceConfig())
+
+  def test_no_checkpoint(self):
+    empty = os.path.join(self.tmp, "empty")
+    os.makedirs(empty, exist_ok=True)
+    with self.assertRaisesRegex(FileNotFoundError, f"No checkpoint found in directory {empty}"):
+      inference.resolve_checkpoint(empty)
+    with self.assertRaisesRegex(FileNotFoundError, "No checkpoint at .*/ckpt-99"):
+      inference.resolve_checkpoint(os.path.join(self.train_dir, "ckpt-99"))
+    self.assertEqual(self.prefix, inference.resolve_checkpoint(self.train_dir))
+    self.assertEqual(self.prefix, inference.resolve_checkpoint(self.prefix))
+
+  def test_bad_output_format(self):
+    with self.assertRaisesRegex(ValueError, "output_format"):
+      inference.caption_files(self.train_dir, self.vocab_file, self.jpegs[0],
+                              configuration.InferenceConfig(), output_format="xml")
+
+
+if __name__ == "__main__":
+  tf.test.main()
