@@ -1,0 +1,211 @@
+"""Tests for im2txt.evaluation_loop: waiting, one evaluation per checkpoint, skips and stops."""
+
+import json
+import logging as std_logging
+import os
+import tempfile
+import threading
+import time
+from unittest import mock
+
+from absl import logging
+import tensorflow as tf
+
+from im2txt import evaluation
+from im2txt import evaluation_loop
+from tests import evaluation_testdata as testdata
+
+
+class _LogLines(std_logging.Handler):
+  """Collects the absl log messages (thread-safe) so a test can wait for one."""
+
+  def __init__(self):
+    super().__init__(level=std_logging.INFO)
+    self.lines = []
+    self._lock = threading.Lock()
+
+  def emit(self, record):
+    with self._lock:
+      self.lines.append(record.getMessage())
+
+  def text(self) -> str:
+    with self._lock:
+      return "\n".join(self.lines)
+
+  def wait_for(self, fragment: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while fragment not in self.text():
+      if time.monotonic() > deadline:
+        raise AssertionError(f"No log line with {fragment!r} in {timeout} s; got:\n{self.text()}")
+      time.sleep(0.05)
+
+
+class EvaluationLoopTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.TemporaryDirectory()
+    cls.config = testdata.tiny_config()
+    cls.pattern = testdata.write_val_split(os.path.join(cls.tmp.name, "data"))
+    # One evaluator (the expensive part: a model and its compiled step) for every loop below.
+    cls.evaluator = evaluation.CheckpointEvaluator(cls.config, cls.pattern)
+
+  @classmethod
+  def tearDownClass(cls):
+    cls.tmp.cleanup()
+    super().tearDownClass()
+
+  def setUp(self):
+    super().setUp()
+    root = tempfile.mkdtemp(dir=self.tmp.name)
+    self.train_dir = os.path.join(root, "train")
+    self.eval_dir = os.path.join(root, "eval")
+    self.logs = _LogLines()
+    logging.get_absl_logger().addHandler(self.logs)
+    logging.set_verbosity(logging.INFO)
+    self.addCleanup(logging.get_absl_logger().removeHandler, self.logs)
+
+  def _loop(self, stop_event=None, eval_overrides=None, **options):
+    eval_overrides = {"eval_interval_secs": 0.2, **(eval_overrides or {})}
+    loop = evaluation_loop.EvaluationLoop(
+        self.train_dir, self.eval_dir, self.pattern, eval_overrides=eval_overrides,
+        options=evaluation_loop.LoopOptions(**options), stop_event=stop_event,
+        evaluator=self.evaluator)
+    self.addCleanup(loop.close)
+    return loop
+
+  def _save(self, step, seed):
+    testdata.perturb_weights(self.evaluator.model, seed)
+    return testdata.save_checkpoint(self.train_dir, self.evaluator.model, step, self.config)
+
+  def _scalars(self):
+    scalars, _ = testdata.read_events(self.eval_dir)
+    return scalars
+
+  def test_picks_up_checkpoints_written_while_it_waits(self):
+    loop = self._loop(number_of_steps=20)
+    results = []
+    thread = threading.Thread(target=lambda: results.extend(loop.run()), daemon=True)
+    thread.start()
+    self.logs.wait_for(f"Checkpoint directory {self.train_dir} does not exist yet; waiting for "
+                       "the trainer's first checkpoint (looking every 0.2 s)")
+    path10 = self._save(10, seed=1)
+    self.logs.wait_for("(step 10)")
+    self.logs.wait_for("Waiting for a checkpoint newer than step 10")
+    self._save(20, seed=2)
+    thread.join(timeout=120)
+    self.assertFalse(thread.is_alive())
+    self.assertIn("The final step 20 of training (number_of_steps 20) is evaluated; done",
+                  self.logs.text())
+    self.assertEqual([r.step for r in results], [10, 20])
+    self.assertNotEqual(results[0].perplexity, results[1].perplexity)
+    # One event per checkpoint and tag, with the results' values.
+    scalars = self._scalars()
+    self.assertEqual(set(scalars), {"Perplexity", "Loss"})
+    for tag in ("Perplexity", "Loss"):
+      self.assertEqual([s for s, _ in scalars[tag]], [10, 20])
+      for (_, value), result in zip(scalars[tag], results):
+        self.assertAlmostEqual(value, result.scalars()[tag], places=4)
+    # The value at step 10 is the perplexity of ckpt-10's weights.
+    self.evaluator.restore(evaluation.CheckpointRef(path10, 10))
+    self.assertAlmostEqual(self.evaluator.perplexity()[0], results[0].perplexity, places=9)
+    state = evaluation_loop.read_state(self.eval_dir)
+    self.assertEqual(state["last_evaluated_step"], 20)
+    self.assertEqual(state["checkpoint_dir"], self.train_dir)
+
+  def test_checkpoint_deleted_before_its_restore_is_skipped(self):
+    path10 = self._save(10, seed=1)
+    self._save(20, seed=2)
+    restore = self.evaluator.restore
+
+    def rotate_then_restore(ref):
+      if ref.step == 10:  # the trainer's rotation strikes between discovery and restore
+        testdata.delete_checkpoint_files(ref.path)
+      return restore(ref)
+
+    with mock.patch.object(self.evaluator, "restore", rotate_then_restore):
+      results = self._loop(max_wait_secs=0.5).run()
+    self.assertEqual([r.step for r in results], [20])
+    self.assertIn(f"Checkpoint {path10} was deleted before it could be evaluated (the trainer "
+                  "keeps only its latest checkpoints); skipping", self.logs.text())
+    self.assertEqual([s for s, _ in self._scalars()["Perplexity"]], [20])
+
+  def test_min_global_step_and_restarts(self):
+    for step in (10, 20, 30):
+      self._save(step, seed=step)
+    results = self._loop(eval_overrides={"min_global_step": 15}, max_wait_secs=0.3).run()
+    self.assertEqual([r.step for r in results], [20, 30])
+    self.assertIn("Skipping", self.logs.text())
+    self.assertIn("ckpt-10: global step 10 < min_global_step 15", self.logs.text())
+    # A restarted evaluator does not redo what is in evaluation_state.json...
+    self.assertEqual(self._loop(max_wait_secs=0.3).run(), [])
+    self.assertIn("up to step 30 were evaluated before", self.logs.text())
+    # ... but evaluates what is new; the training's final checkpoint even below min_global_step.
+    self._save(40, seed=40)
+    results = self._loop(eval_overrides={"min_global_step": 100}, number_of_steps=40).run()
+    self.assertEqual([r.step for r in results], [40])
+    self.assertEqual([s for s, _ in self._scalars()["Perplexity"]], [20, 30, 40])
+    with open(os.path.join(self.eval_dir, evaluation_loop.STATE_FILENAME)) as f:
+      self.assertEqual(json.load(f)["last_evaluated_step"], 40)
+    # Restarted after the final step was evaluated, it has nothing left to do.
+    self.assertEqual(self._loop(number_of_steps=40).run(), [])
+
+  def test_once_evaluates_the_latest_checkpoint(self):
+    self._save(10, seed=1)
+    path = self._save(20, seed=2)
+    results = self._loop(eval_overrides={"min_global_step": 100}, once=True).run()
+    self.assertEqual([(r.checkpoint, r.step) for r in results], [(path, 20)])
+    self.assertEqual([s for s, _ in self._scalars()["Loss"]], [20])
+
+  def test_once_without_checkpoint_is_an_error(self):
+    with self.assertRaisesRegex(evaluation.EvaluationError, f"No checkpoint in {self.train_dir}"):
+      evaluation_loop.run_evaluation_loop(self.train_dir, self.eval_dir, self.pattern,
+                                          options=evaluation_loop.LoopOptions(once=True))
+
+  def test_stop_while_waiting_and_during_an_evaluation(self):
+    stop = threading.Event()
+    loop = self._loop(stop_event=stop)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    self.logs.wait_for("does not exist yet; waiting")
+    stop.set()
+    thread.join(timeout=5)
+    self.assertFalse(thread.is_alive())
+
+    self._save(10, seed=1)
+    stop = threading.Event()
+    restore = self.evaluator.restore
+
+    def restore_then_stop(ref):
+      step = restore(ref)
+      stop.set()  # e.g. SIGTERM arrives while the model is evaluated
+      return step
+
+    with mock.patch.object(self.evaluator, "restore", restore_then_stop):
+      self.assertEqual(self._loop(stop_event=stop).run(), [])
+    self.assertIn("abandoned it, nothing written for it", self.logs.text())
+    self.assertEqual(self._scalars(), {})
+    self.assertEqual(evaluation_loop.read_state(self.eval_dir), {})
+
+  def test_checkpoint_of_another_model_stops_the_loop(self):
+    wrong = tf.train.Checkpoint(step=tf.Variable(10, dtype=tf.int64),
+                                model=tf.train.Checkpoint(other=tf.Variable(1.0)))
+    tf.train.CheckpointManager(wrong, self.train_dir, 5, checkpoint_name="ckpt").save(10)
+    with self.assertRaisesRegex(evaluation.CheckpointMismatchError,
+                                "ckpt-10: its variables do not match"):
+      self._loop(max_wait_secs=0.3).run()
+
+  def test_checkpoint_listing(self):
+    self.assertEqual(evaluation_loop.list_checkpoints(self.train_dir), [])
+    for step in (30, 100, 7):
+      self._save(step, seed=step)
+    self.assertEqual(evaluation_loop.list_checkpoints(self.train_dir),
+                     [evaluation.CheckpointRef(os.path.join(self.train_dir, f"ckpt-{s}"), s)
+                      for s in (7, 30, 100)])
+    self.assertEqual(evaluation_loop.checkpoint_step("a/b/ckpt-123"), 123)
+    self.assertIsNone(evaluation_loop.checkpoint_step("a/b/model"))
+
+
+if __name__ == "__main__":
+  tf.test.main()

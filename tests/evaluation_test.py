@@ -1,0 +1,141 @@
+"""Tests for im2txt.evaluation: perplexity, restore errors, references (captions: see
+evaluation_captions_test)."""
+
+import math
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from im2txt import evaluation
+from im2txt import image_processing
+from im2txt import sequence_example
+from tests import evaluation_testdata as testdata
+
+
+class EvaluationTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.TemporaryDirectory()
+    root = cls.tmp.name
+    cls.config = testdata.tiny_config()
+    cls.pattern = testdata.write_val_split(os.path.join(root, "data"))
+    # One evaluator (one model, compiled once) serves every test, as in the real loop; without
+    # a vocabulary it computes the perplexity only.
+    cls.evaluator = evaluation.CheckpointEvaluator(cls.config, cls.pattern)
+
+  @classmethod
+  def tearDownClass(cls):
+    cls.tmp.cleanup()
+    super().tearDownClass()
+
+  def setUp(self):
+    super().setUp()
+    self.train_dir = tempfile.mkdtemp(dir=self.tmp.name)
+
+  def _hand_perplexity(self, model, num_examples):
+    """exp(mean token loss) from the model's logits, one example at a time, in numpy."""
+    records = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(self.pattern)))
+    loss_sum, num_tokens = 0.0, 0
+    for serialized in records.take(num_examples):
+      parsed = sequence_example.parse_sequence_example_proto(serialized.numpy())
+      image = image_processing.process_image(parsed["image_data"], self.config.model,
+                                             is_training=False)
+      ids = parsed["caption_ids"]
+      logits = model({"images": image[tf.newaxis],
+                      "input_seqs": tf.constant([ids[:-1]], tf.int64)}, training=False)
+      logits = logits.numpy()[0].astype(np.float64)
+      log_probs = logits - np.log(np.sum(np.exp(logits), axis=-1, keepdims=True))
+      for t, target in enumerate(ids[1:]):
+        loss_sum -= log_probs[t, target]
+        num_tokens += 1
+    return math.exp(loss_sum / num_tokens), loss_sum / num_tokens, num_tokens
+
+  def test_perplexity_equals_hand_computation_from_the_checkpoint_weights(self):
+    model = self.evaluator.model
+    testdata.perturb_weights(model, seed=1)
+    path = testdata.save_checkpoint(self.train_dir, model, 10, self.config)
+    testdata.perturb_weights(model, seed=2)  # the restore must bring seed 1's weights back
+    step = self.evaluator.restore(evaluation.CheckpointRef(path, 10))
+    self.assertEqual(step, 10)
+    perplexity, loss, num_examples, num_tokens = self.evaluator.perplexity()
+    # 5 of the 7 examples, in batches of 3 (the second one cut to 2).
+    hand_perplexity, hand_loss, hand_tokens = self._hand_perplexity(model, 5)
+    self.assertEqual(num_examples, 5)
+    self.assertEqual(num_tokens, hand_tokens)
+    self.assertEqual(num_tokens, 6 + 4 + 5 + 7 + 4)  # tokens after <S> of records 0-4
+    self.assertAllClose(loss, hand_loss, rtol=1e-5)
+    self.assertAllClose(perplexity, hand_perplexity, rtol=1e-5)
+    self.assertGreater(perplexity, 1.5)  # seed 1's weights are far from a trained model
+
+  def test_reference_captions_are_grouped_by_image_id(self):
+    refs = evaluation.load_caption_references(self.pattern, num_images=2)
+    self.assertEqual(refs.image_ids, [11, 12])
+    self.assertEqual(refs.image_data, [testdata.jpeg(11), testdata.jpeg(12)])
+    # All captions of an image, from both shards; tokens (not ids: "the" is not <UNK>).
+    self.assertEqual(refs.references, {11: ["a dog on grass .", "dog on the grass", "a dog ."],
+                                       12: ["a cat .", "cat on grass"]})
+    everything = evaluation.load_caption_references(self.pattern, num_images=100)
+    self.assertEqual(everything.image_ids, [11, 12, 13])
+    self.assertEqual(everything.references[13], ["a cat on a dog .", "cat"])
+
+  def test_undecodable_images_are_not_captioned(self):
+    path = os.path.join(self.tmp.name, "bad-00000-of-00001")
+    with tf.io.TFRecordWriter(path) as writer:
+      for image_id, data in ((5, b"not a jpeg"), (6, testdata.jpeg(6)), (5, testdata.jpeg(5))):
+        writer.write(sequence_example.make_sequence_example(
+            image_id, data, ["<S>", "a", "</S>"], [0, 2, 1]).SerializeToString())
+    refs = evaluation.load_caption_references(path, num_images=2)
+    self.assertEqual(refs.image_ids, [6])
+    self.assertEqual(refs.references, {6: ["a"]})
+
+  def test_compiled_once_across_checkpoints(self):
+    for step, seed in ((30, 4), (40, 5)):
+      testdata.perturb_weights(self.evaluator.model, seed=seed)
+      path = testdata.save_checkpoint(self.train_dir, self.evaluator.model, step, self.config)
+      self.evaluator.restore(evaluation.CheckpointRef(path, step))
+      self.evaluator.perplexity()
+    # Nothing is retraced for a new checkpoint or a shorter last batch: memory does not grow.
+    self.assertEqual(self.evaluator.loss_sums.experimental_get_tracing_count(), 1)
+
+  def test_deleted_checkpoint_is_reported_as_deleted(self):
+    path = testdata.save_checkpoint(self.train_dir, self.evaluator.model, 50, self.config)
+    testdata.delete_checkpoint_files(path)
+    with self.assertRaisesRegex(evaluation.CheckpointDeletedError,
+                                "ckpt-50 was deleted before it could be evaluated"):
+      self.evaluator.restore(evaluation.CheckpointRef(path, 50))
+
+  def test_checkpoint_of_another_model_is_a_clear_error(self):
+    # A vocabulary of 20 words where the config says 10: the embedding has the wrong shape.
+    wrong = tf.train.Checkpoint(
+        step=tf.Variable(60, dtype=tf.int64),
+        model=tf.train.Checkpoint(seq_embedding=tf.train.Checkpoint(
+            embeddings=tf.Variable(tf.zeros([20, 16])))))
+    path = wrong.save(os.path.join(self.train_dir, "wrong_vocab"))
+    with self.assertRaisesRegex(evaluation.CheckpointMismatchError,
+                                r"wrong_vocab-1: its variables do not match the model of the "
+                                r"configuration \(vocab_size 10, .*shape"):
+      self.evaluator.restore(evaluation.CheckpointRef(path, 60))
+    # A checkpoint without most of the model's variables.
+    partial = tf.train.Checkpoint(step=tf.Variable(70, dtype=tf.int64),
+                                  model=tf.train.Checkpoint(other=tf.Variable(1.0)))
+    path = partial.save(os.path.join(self.train_dir, "partial"))
+    with self.assertRaisesRegex(evaluation.CheckpointMismatchError,
+                                "partial-1: its variables do not match"):
+      self.evaluator.restore(evaluation.CheckpointRef(path, 70))
+
+  def test_captions_markdown(self):
+    text = evaluation.captions_markdown([(7, "a | b", ["x", "y"]), (8, "", ["z"])])
+    self.assertEqual(text.splitlines(), [
+        "| image id | generated caption | reference captions |",
+        "|---|---|---|",
+        "| 7 | a \\| b | x<br>y |",
+        "| 8 |   | z |",
+    ])
+
+
+if __name__ == "__main__":
+  tf.test.main()
