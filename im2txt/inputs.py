@@ -112,10 +112,18 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
   # Records need at least <S> and one more token to give one training target.
   dataset = dataset.filter(lambda e: tf.size(e["input_seqs"]) > 0)
 
+  if is_training:
+    # One stateless seed per record, drawn in order: the crop and distortions of each image are
+    # then fixed by `seed` whatever the map's parallelism (a fresh stream when seed is None).
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+        lambda e, s: dict(e, distort_seed=s))
+
   def decode(element):
     element = dict(element)
     element["images"] = image_processing.process_image(
-        element.pop("image_data"), config.model, is_training=is_training, seed=seed)
+        element.pop("image_data"), config.model, is_training=is_training,
+        seed=element.pop("distort_seed", None))
     if not keep_record_keys:
       element.pop("record_file")
       element.pop("record_index")

@@ -1,0 +1,287 @@
+r"""The whole flow end to end on the embedded sample dataset, and proof that it learned.
+
+  bash tools/demo.sh                     # README command (1): set up, then this
+  bazel run //demo:run_demo -- --output_dir=/tmp/im2txt_demo
+
+Steps, each through the product's own binaries (as a user would run them):
+  1. beam_jobs/make_sample_dataset   coloured shapes with 5 captions each    -> OUT/sample
+  2. beam_jobs/build_mscoco_data     TFRecords + word_counts.txt (Beam)        -> OUT/data
+  3. im2txt/evaluate                 started now, beside training              -> OUT/model/eval
+  4. im2txt/train phase 1            Inception frozen                         -> OUT/model/train
+  5. im2txt/train phase 2            everything trained, same train_dir
+  6. the evaluator finishes the last checkpoint and exits
+  7. im2txt/run_inference            held-out (test split) images             -> OUT/inference
+  8. a report: captions next to the ground truth, the held-out accuracy (the caption names the
+     right colour and shape), perplexity and caption metrics, and the tensorboard command.
+
+Everything goes under --output_dir; a rerun starts the model afresh (the data are rebuilt
+identically). No pretrained weights: Inception starts from a random initialisation.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass
+class DemoOptions:
+  output_dir: str
+  num_train_images: int = 1500
+  num_val_images: int = 400
+  image_size: int = 96
+  phase1_steps: int = 600
+  phase2_steps: int = 300
+  batch_size: int = 32
+  seed: int = 0
+  train_shards: int = 4
+  eval_num_examples: int = 500
+  eval_caption_images: int = 60
+  show_captions: int = 10
+
+
+@dataclasses.dataclass
+class DemoResult:
+  accuracy: float
+  num_images: int
+  num_captioned: int
+  chance: float
+  eval_scalars: Dict[int, Dict[str, float]]
+  train_event_files: List[str]
+  eval_event_files: List[str]
+  vocab_size: int
+
+
+def _log(message: str) -> None:
+  print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _env() -> Dict[str, str]:
+  env = dict(os.environ)
+  env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  env.setdefault("PYTHONWARNINGS", "ignore")
+  return env
+
+
+def _module_command(module: str, args: List[str]) -> List[str]:
+  return [sys.executable, "-m", module] + args
+
+
+def _run(module: str, args: List[str], log_path: str) -> None:
+  """Runs one of the product's binaries, its output teed to a log file; fails loudly."""
+  command = _module_command(module, args)
+  _log(f"$ python -m {module} " + " ".join(args))
+  with open(log_path, "w") as log, subprocess.Popen(
+      command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      cwd=REPO_ROOT) as process:
+    for line in process.stdout:
+      log.write(line)
+      if _interesting(line):
+        print("    " + line.rstrip(), flush=True)
+    process.wait()
+  if process.returncode != 0:
+    raise RuntimeError(f"{module} failed with exit code {process.returncode}; see {log_path}")
+
+
+def _interesting(line: str) -> bool:
+  """Progress lines worth showing live (the full output is in the step's log file)."""
+  keys = ("step ", "records", "summary", "split", "train ", "val ", "test ", "vocabulary",
+          "images dropped", "phase", "calibrat")
+  return any(k in line for k in keys) and "WARNING" not in line
+
+
+def _fresh_dir(path: str) -> str:
+  if os.path.exists(path):
+    shutil.rmtree(path)
+  os.makedirs(path)
+  return path
+
+
+def _read_scalars(event_dir: str) -> Dict[int, Dict[str, float]]:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  scalars: Dict[int, Dict[str, float]] = {}
+  for path in sorted(tf.io.gfile.glob(os.path.join(event_dir, "events.out.tfevents.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.HasField("simple_value"):
+          number = value.simple_value
+        elif value.HasField("tensor") and value.tensor.dtype in (1, 2):  # float, double
+          number = float(tf.make_ndarray(value.tensor))
+        else:
+          continue
+        scalars.setdefault(int(event.step), {})[value.tag] = number
+  return scalars
+
+
+def run_demo(options: DemoOptions) -> DemoResult:
+  from beam_jobs import make_sample_dataset as sample  # pylint: disable=g-import-not-at-top
+  from im2txt import configuration  # pylint: disable=g-import-not-at-top
+
+  out = os.path.abspath(options.output_dir)
+  os.makedirs(out, exist_ok=True)
+  logs = _fresh_dir(os.path.join(out, "logs"))
+  started = time.time()
+
+  _log(f"1/7 sample dataset: {options.num_train_images} train + {options.num_val_images} val "
+       f"images of coloured shapes -> {out}/sample")
+  dataset = sample.make_sample_dataset(
+      _fresh_dir(os.path.join(out, "sample")), num_train_images=options.num_train_images,
+      num_val_images=options.num_val_images, image_size=options.image_size, seed=options.seed)
+
+  data_dir = os.path.join(out, "data")
+  _log(f"2/7 Beam job -> {data_dir}")
+  _run("beam_jobs.build_mscoco_data",
+       dataset.build_args() + [f"--output_dir={data_dir}", f"--train_shards={options.train_shards}",
+                               "--val_shards=1", "--test_shards=1", "--min_word_count=4"],
+       os.path.join(logs, "build_mscoco_data.log"))
+  vocab_file = os.path.join(data_dir, "word_counts.txt")
+
+  model_dir = _fresh_dir(os.path.join(out, "model"))
+  train_dir = os.path.join(model_dir, "train")
+  eval_dir = os.path.join(model_dir, "eval")
+  config = configuration.small_config()
+  config.input.batch_size = options.batch_size
+  config_file = os.path.join(model_dir, "demo_config.json")
+  with open(config_file, "w") as f:
+    json.dump(configuration.config_to_dict(config), f, indent=2)
+  total_steps = options.phase1_steps + options.phase2_steps
+
+  _log(f"3/7 evaluator started beside training -> {eval_dir}")
+  os.makedirs(train_dir, exist_ok=True)
+  eval_log = open(os.path.join(logs, "evaluate.log"), "w")
+  evaluator = subprocess.Popen(
+      _module_command("im2txt.evaluate", [
+          f"--input_file_pattern={data_dir}/val-*", f"--checkpoint_dir={train_dir}",
+          f"--eval_dir={eval_dir}", "--eval_interval_secs=5",
+          f"--num_eval_examples={options.eval_num_examples}", "--min_global_step=1",
+          f"--vocab_file={vocab_file}", f"--num_caption_images={options.eval_caption_images}",
+          f"--number_of_steps={total_steps}"]),
+      env=_env(), stdout=eval_log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+  try:
+    common = [f"--input_file_pattern={data_dir}/train-*", f"--train_dir={train_dir}",
+              f"--config_file={config_file}", "--log_every_n_steps=50", f"--seed={options.seed}"]
+    _log(f"4/7 phase 1: Inception frozen, {options.phase1_steps} steps")
+    _run("im2txt.train", common + ["--train_inception=false",
+                                   f"--number_of_steps={options.phase1_steps}"],
+         os.path.join(logs, "train_phase1.log"))
+    _log(f"5/7 phase 2: everything trained, to step {total_steps}")
+    _run("im2txt.train", common + ["--train_inception=true", f"--number_of_steps={total_steps}"],
+         os.path.join(logs, "train_phase2.log"))
+    _log("6/7 waiting for the evaluator to score the last checkpoint")
+    try:
+      evaluator.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+      _log("the evaluator did not finish in 5 minutes; stopping it")
+  finally:
+    if evaluator.poll() is None:
+      evaluator.terminate()
+      try:
+        evaluator.wait(timeout=60)
+      except subprocess.TimeoutExpired:
+        evaluator.kill()
+    eval_log.close()
+
+  _log("7/7 captioning the held-out test-split images")
+  test_images = sample.split_images(dataset, "test")
+  inference_dir = _fresh_dir(os.path.join(out, "inference"))
+  captions_json = os.path.join(inference_dir, "captions.json")
+  list_file = ",".join(img.path for img in test_images)
+  with open(captions_json, "w") as f:
+    process = subprocess.run(
+        _module_command("im2txt.run_inference", [
+            f"--checkpoint_path={train_dir}", f"--vocab_file={vocab_file}",
+            f"--input_files={list_file}", "--output_format=json"]),
+        env=_env(), stdout=f, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+  if process.returncode != 0:
+    raise RuntimeError(f"run_inference failed ({process.returncode}): {process.stderr[-2000:]}")
+  result = _report(options, test_images, captions_json, train_dir, eval_dir, vocab_file, out,
+                   time.time() - started)
+  return result
+
+
+def _load_captions(path: str) -> Dict[str, str]:
+  """run_inference's JSON output -> {image path: best caption}."""
+  with open(path) as f:
+    text = f.read().strip()
+  records = json.loads(text) if text.startswith("[") else [json.loads(l) for l in text.splitlines()
+                                                           if l.strip()]
+  return {os.path.abspath(r["file"]): (r["captions"][0] if r["captions"] else "")
+          for r in records}
+
+
+def _report(options, test_images, captions_json, train_dir, eval_dir, vocab_file, out,
+            seconds) -> DemoResult:
+  from beam_jobs import make_sample_dataset as sample  # pylint: disable=g-import-not-at-top
+  from im2txt import vocabulary  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  best = _load_captions(captions_json)
+  correct = 0
+  rows = []
+  for img in test_images:
+    caption = best.get(os.path.abspath(img.path), "")
+    ok = sample.is_correct_caption(caption, img.label)
+    correct += ok
+    rows.append((os.path.basename(img.path), caption, f"{img.label.colour} {img.label.shape}", ok))
+  accuracy = correct / max(1, len(test_images))
+  chance = 1.0 / (len(sample.COLOURS) * len(sample.SHAPES))
+  print("\nHeld-out images (test split), best beam-search caption vs ground truth:")
+  for name, caption, truth, ok in rows[:options.show_captions]:
+    print(f"  {'OK ' if ok else 'BAD'} {name}: {caption!r}   (truth: {truth})")
+  print(f"\nHeld-out accuracy (caption names the right colour and shape): {correct}/"
+        f"{len(test_images)} = {accuracy:.1%}   (chance: {chance:.1%})")
+  eval_scalars = _read_scalars(eval_dir)
+  if eval_scalars:
+    last = max(eval_scalars)
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(eval_scalars[last].items()))
+    print(f"Evaluator at step {last} ({len(eval_scalars)} checkpoints evaluated): {metrics}")
+  else:
+    print("The evaluator wrote no scores (see logs/evaluate.log).")
+  vocab_size = len(vocabulary.Vocabulary.from_file(vocab_file))
+  train_events = tf.io.gfile.glob(os.path.join(train_dir, "**", "events.out.tfevents.*")) + \
+      tf.io.gfile.glob(os.path.join(train_dir, "events.out.tfevents.*"))
+  eval_events = tf.io.gfile.glob(os.path.join(eval_dir, "events.out.tfevents.*"))
+  print(f"Vocabulary: {vocab_size} ids. Finished in {seconds / 60:.1f} min. Outputs: {out}")
+  print(f"Look at the run: tensorboard --logdir {os.path.join(out, 'model')}")
+  return DemoResult(accuracy=accuracy, num_images=len(test_images), num_captioned=len(best),
+                    chance=chance,
+                    eval_scalars=eval_scalars, train_event_files=sorted(set(train_events)),
+                    eval_event_files=eval_events, vocab_size=vocab_size)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> DemoOptions:
+  defaults = DemoOptions(output_dir="")
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--output_dir", default="im2txt_demo",
+                      help="Everything the demo writes goes here (relative to the current "
+                           "directory, or to where `bazel run` was called).")
+  for field in dataclasses.fields(DemoOptions):
+    if field.name != "output_dir":
+      parser.add_argument(f"--{field.name}", type=field.type if field.type != "int" else int,
+                          default=getattr(defaults, field.name))
+  args = parser.parse_args(argv)
+  output_dir = args.output_dir
+  if not os.path.isabs(output_dir) and os.environ.get("BUILD_WORKING_DIRECTORY"):
+    output_dir = os.path.join(os.environ["BUILD_WORKING_DIRECTORY"], output_dir)
+  values = vars(args)
+  values["output_dir"] = output_dir
+  return DemoOptions(**values)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  options = parse_args(argv)
+  result = run_demo(options)
+  # Exit 1 when a stage left nothing to score; the accuracy itself is reported, not judged.
+  return 0 if result.num_captioned == result.num_images and result.eval_scalars else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

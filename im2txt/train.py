@@ -1,0 +1,72 @@
+r"""Trains the Show and Tell model (phase 1, then phase 2 with --train_inception).
+
+  bazel run //im2txt:train -- \
+    --input_file_pattern="${DATA}/train-?????-of-00256" \
+    --inception_checkpoint_file="${HOME}/inception_v3_notop.h5" \
+    --train_dir="${MODEL}/train" --number_of_steps=1000000
+  # then, on the same train_dir:
+  bazel run //im2txt:train -- --input_file_pattern=... --train_dir="${MODEL}/train" \
+    --train_inception=true --number_of_steps=3000000
+
+The configuration is --config_file if given, else train_dir/config.json from an earlier run
+(a restart or phase 2 keeps the configuration it was started with), else --preset.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from im2txt import configuration
+from im2txt import training
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("input_file_pattern", None,
+                    "File pattern(s) of sharded TFRecord input files (comma-separated).")
+flags.DEFINE_string("inception_checkpoint_file", "",
+                    "Keras InceptionV3 no-top .h5 weights, used only when train_dir has no "
+                    "checkpoint yet; without it Inception starts from random weights.")
+flags.DEFINE_string("train_dir", None, "Directory for checkpoints, config.json and summaries.")
+flags.DEFINE_boolean("train_inception", False, "Whether to train the Inception submodel too.")
+flags.DEFINE_integer("number_of_steps", 1000000, "Global step at which training stops.")
+flags.DEFINE_integer("log_every_n_steps", 1, "Frequency at which loss and speed are logged.")
+flags.DEFINE_enum("preset", "default", sorted(configuration.PRESETS),
+                  "Configuration preset for a new train_dir.")
+flags.DEFINE_string("config_file", "",
+                    "JSON configuration (as train_dir/config.json); overrides the preset and "
+                    "train_dir's config.json.")
+flags.DEFINE_enum("strategy", "mirrored", list(training.STRATEGIES),
+                  "mirrored: all local GPUs (or the CPU); multi_worker: "
+                  "MultiWorkerMirroredStrategy configured by TF_CONFIG; default: no strategy.")
+flags.DEFINE_enum("mixed_precision", "none", sorted(training.MIXED_PRECISION_POLICIES),
+                  "Mixed precision on GPUs: bf16 or fp16 (with dynamic loss scaling).")
+flags.DEFINE_boolean("skip_bad_images", False,
+                     "Skip records whose image does not decode (after a scan that counts and "
+                     "names them) instead of stopping with an error.")
+flags.DEFINE_integer("seed", None, "Random seed for reproducible runs (initialisation, input "
+                     "order, distortions).")
+flags.mark_flags_as_required(["input_file_pattern", "train_dir"])
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.INFO)
+  options = training.TrainOptions(
+      input_file_pattern=FLAGS.input_file_pattern,
+      train_dir=FLAGS.train_dir,
+      train_inception=FLAGS.train_inception,
+      number_of_steps=FLAGS.number_of_steps,
+      log_every_n_steps=FLAGS.log_every_n_steps,
+      inception_checkpoint_file=FLAGS.inception_checkpoint_file,
+      strategy=FLAGS.strategy,
+      mixed_precision=FLAGS.mixed_precision,
+      skip_bad_images=FLAGS.skip_bad_images,
+      seed=FLAGS.seed)
+  # MultiWorkerMirroredStrategy must be created before TensorFlow runs any op; reading the
+  # configuration only touches files.
+  config = training.resolve_config(FLAGS.train_dir, FLAGS.preset, FLAGS.config_file)
+  training.train(config, options)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,126 @@
+"""Tests for im2txt.image_processing: decoding, crops, distortions and their seeds."""
+
+import dataclasses
+from unittest import mock
+
+import numpy as np
+import tensorflow as tf
+
+from im2txt import configuration
+from im2txt import image_processing
+
+
+def _config(**overrides) -> configuration.ModelConfig:
+  return dataclasses.replace(configuration.small_config().model, **overrides)
+
+
+class DecodeTest(tf.test.TestCase):
+
+  def test_rgb_jpeg_to_float_in_unit_range(self):
+    pixels = np.zeros([8, 8, 3], np.uint8) + np.array([255, 128, 0], np.uint8)
+    image = image_processing.decode_jpeg(tf.io.encode_jpeg(pixels, quality=100))
+    self.assertEqual(image.dtype, tf.float32)
+    self.assertEqual(image.shape, (8, 8, 3))
+    self.assertAllClose(tf.reduce_mean(image, axis=[0, 1]), [1.0, 128 / 255, 0.0], atol=0.02)
+
+  def test_grayscale_jpeg_becomes_three_channels(self):
+    pixels = np.full([6, 10, 1], 200, np.uint8)
+    image = image_processing.decode_jpeg(tf.io.encode_jpeg(pixels, quality=100))
+    self.assertEqual(image.shape, (6, 10, 3))
+    self.assertAllClose(image, np.full([6, 10, 3], 200 / 255, np.float32), atol=0.01)
+
+  def test_not_a_jpeg_is_an_error(self):
+    with self.assertRaises(tf.errors.InvalidArgumentError):
+      image_processing.decode_jpeg(tf.constant(b"not an image"))
+
+
+class EvalPreprocessingTest(tf.test.TestCase):
+
+  def test_central_crop_without_resize_is_exact(self):
+    image = tf.random.stateless_uniform([90, 100, 3], seed=[1, 2])
+    config = _config(resize_height=0, resize_width=0)
+    out = image_processing.preprocess_image(image, config, is_training=False)
+    # 75x75 centred in 90x100: rows 7..81, columns 12..86.
+    self.assertAllClose(out, (image[7:82, 12:87] - 0.5) * 2.0)
+
+  def test_resize_then_crop_of_solid_image_keeps_its_colour(self):
+    pixels = np.zeros([50, 60, 3], np.uint8) + np.array([255, 0, 128], np.uint8)
+    encoded = tf.io.encode_jpeg(pixels, quality=100)
+    out = image_processing.process_image(encoded, _config(), is_training=False)
+    self.assertEqual(out.shape, (75, 75, 3))
+    expected = (np.array([255, 0, 128]) / 255 - 0.5) * 2
+    self.assertAllClose(tf.reduce_mean(out, axis=[0, 1]), expected, atol=0.03)
+
+  def test_eval_ignores_the_seed(self):
+    image = tf.random.stateless_uniform([90, 90, 3], seed=[3, 4])
+    a = image_processing.preprocess_image(image, _config(), is_training=False, seed=1)
+    b = image_processing.preprocess_image(image, _config(), is_training=False, seed=2)
+    self.assertAllEqual(a, b)
+
+
+class TrainPreprocessingTest(tf.test.TestCase):
+
+  def test_shape_and_range(self):
+    image = tf.random.stateless_uniform([120, 90, 3], seed=[5, 6])
+    for seed in range(5):
+      out = image_processing.preprocess_image(image, _config(), is_training=True, seed=seed)
+      self.assertEqual(out.shape, (75, 75, 3))
+      self.assertBetween(float(tf.reduce_min(out)), -1.0, 1.0)
+      self.assertBetween(float(tf.reduce_max(out)), -1.0, 1.0)
+
+  def test_same_seed_same_output_different_seed_different_output(self):
+    image = tf.random.stateless_uniform([100, 100, 3], seed=[7, 8])
+    config = _config()
+    a = image_processing.preprocess_image(image, config, is_training=True, seed=[3, 9])
+    b = image_processing.preprocess_image(image, config, is_training=True,
+                                          seed=tf.constant([3, 9], tf.int64))
+    c = image_processing.preprocess_image(image, config, is_training=True, seed=[4, 9])
+    self.assertAllEqual(a, b)
+    self.assertGreater(float(tf.reduce_max(tf.abs(a - c))), 0.01)
+
+  def test_without_seed_each_call_differs(self):
+    image = tf.random.stateless_uniform([100, 100, 3], seed=[7, 8])
+    a = image_processing.preprocess_image(image, _config(), is_training=True)
+    b = image_processing.preprocess_image(image, _config(), is_training=True)
+    self.assertGreater(float(tf.reduce_max(tf.abs(a - b))), 0.0)
+
+  def test_grey_image_only_changes_brightness_within_32_levels(self):
+    # Saturation and hue do nothing to grey, contrast keeps a uniform image's mean: what is left
+    # is the original's brightness delta of at most 32/255.
+    grey = tf.fill([40, 40, 3], 0.5)
+    deltas = []
+    for seed in range(20):
+      out = image_processing.distort_image(grey, seed=seed)
+      self.assertAllClose(out, tf.fill([40, 40, 3], float(out[0, 0, 0])), atol=1e-5)
+      deltas.append(float(out[0, 0, 0]) - 0.5)
+    self.assertLessEqual(max(abs(d) for d in deltas), 32 / 255 + 1e-5)
+    self.assertGreater(len({round(d, 4) for d in deltas}), 10)
+
+  def test_flips_half_of_the_time(self):
+    # Dark left half, light right half; colour ops preserve which side is lighter.
+    image = tf.concat([tf.fill([20, 10, 3], 0.2), tf.fill([20, 10, 3], 0.8)], axis=1)
+    flips = 0
+    for seed in range(40):
+      out = image_processing.distort_image(image, seed=seed)
+      left, right = tf.reduce_mean(out[:, :10]), tf.reduce_mean(out[:, 10:])
+      self.assertNotAllClose(left, right)
+      flips += int(left > right)
+    self.assertBetween(flips, 8, 32)
+
+  def test_random_crop_is_a_window_of_the_resized_image(self):
+    image = tf.random.stateless_uniform([80, 80, 3], seed=[9, 9])
+    config = _config(resize_height=80, resize_width=80)
+    offsets = set()
+    # Distortions off, to compare the crop with the windows of the (unchanged) 80x80 image.
+    with mock.patch.object(image_processing, "distort_image", lambda x, seed: x):
+      for seed in range(8):
+        out = image_processing.preprocess_image(image, config, is_training=True, seed=seed)
+        matches = [(r, c) for r in range(6) for c in range(6)
+                   if np.allclose((image[r:r + 75, c:c + 75] - 0.5) * 2, out, atol=1e-6)]
+        self.assertLen(matches, 1)
+        offsets.add(matches[0])
+    self.assertGreater(len(offsets), 3)
+
+
+if __name__ == "__main__":
+  tf.test.main()

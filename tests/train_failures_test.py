@@ -1,0 +1,85 @@
+"""The trainer on bad input records and on a diverging loss."""
+
+import glob
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from im2txt import training
+from tests import training_testdata as td
+
+CAPTIONS = {0: [3, 4], 1: [5, 6, 7], 2: [8], 3: [9, 10]}
+
+
+class BadImageTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
+    examples = td.colour_examples(CAPTIONS)
+    examples.insert(3, (77, b"GIF89a definitely not a JPEG", [11, 12]))
+    # Five records round-robin over two shards: the bad one is record 1 of shard 1.
+    cls.pattern = td.write_shards(os.path.join(cls.tmp, "data"), examples, 2)
+    cls.bad_file = os.path.join(cls.tmp, "data", "train-00001-of-00002")
+
+  def test_undecodable_image_is_named(self):
+    options = training.TrainOptions(input_file_pattern=self.pattern,
+                                    train_dir=os.path.join(self.tmp, "fails"),
+                                    number_of_steps=20, seed=1)
+    with self.assertRaises(training.BadInputError) as raised:
+      training.train(td.tiny_config(), options)
+    message = str(raised.exception)
+    self.assertIn("1 of 5 input records", message)
+    self.assertIn(f"{self.bad_file} record 1 (image_id 77)", message)
+    self.assertIn("--skip_bad_images", message)
+    self.assertIsNone(tf.train.latest_checkpoint(options.train_dir))
+
+  def test_skip_bad_images_counts_and_trains(self):
+    options = training.TrainOptions(input_file_pattern=self.pattern,
+                                    train_dir=os.path.join(self.tmp, "skips"),
+                                    number_of_steps=4, seed=1, skip_bad_images=True)
+    result = training.train(td.tiny_config(), options)
+    self.assertEqual(result.skipped_records, 1)
+    self.assertEqual(result.global_step, 4)
+    self.assertEqual(tf.train.latest_checkpoint(options.train_dir),
+                     os.path.join(options.train_dir, "ckpt-4"))
+
+
+class DivergenceTest(tf.test.TestCase):
+
+  def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(self):
+    tmp = self.create_tempdir().full_path
+    pattern = td.write_shards(os.path.join(tmp, "data"), td.colour_examples(CAPTIONS), 2)
+    # Two good steps at rate 1, then (a "decay" by 1e37 every 2 steps, no clipping) the weights
+    # overflow within a couple of steps.
+    config = td.tiny_config(initial_learning_rate=1.0, learning_rate_decay_factor=1e37,
+                            num_examples_per_epoch=8, num_epochs_per_decay=1.0,
+                            clip_gradients=0.0, save_checkpoint_steps=1)
+    options = training.TrainOptions(input_file_pattern=pattern,
+                                    train_dir=os.path.join(tmp, "train"), number_of_steps=10,
+                                    seed=2)
+    with self.assertRaisesRegex(FloatingPointError, "training stopped without saving") as raised:
+      training.train(config, options)
+    last = tf.train.latest_checkpoint(options.train_dir)
+    self.assertIn(f"The last good checkpoint is {last}", str(raised.exception))
+    failed_step = int(str(raised.exception).split()[1].rstrip(":"))
+    saved = sorted(int(p.split("-")[-1].split(".")[0])
+                   for p in glob.glob(os.path.join(options.train_dir, "ckpt-*.index")))
+    # Every step before the failing one was saved (up to the 5 kept), none after.
+    self.assertBetween(failed_step, 3, 6)
+    self.assertEqual(saved, list(range(1, failed_step)))
+    for step in saved:
+      reader = tf.train.load_checkpoint(os.path.join(options.train_dir, f"ckpt-{step}"))
+      for key in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(key)
+        if key.startswith("model/") and value.dtype == np.float32:
+          self.assertTrue(np.all(np.isfinite(value)), f"ckpt-{step} {key}")
+
+
+if __name__ == "__main__":
+  tf.test.main()

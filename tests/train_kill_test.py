@@ -1,0 +1,77 @@
+"""im2txt.train killed with SIGKILL resumes from its last checkpoint; SIGTERM stops it cleanly."""
+
+import os
+import re
+import signal
+import time
+
+import tensorflow as tf
+
+from tests import training_testdata as td
+
+CAPTIONS = {0: [3, 4, 5], 1: [6, 7], 2: [8, 9, 10, 11], 3: [12, 5]}
+TIMEOUT_SECS = 400
+
+
+def _checkpoint_step(train_dir: str) -> int:
+  latest = tf.train.latest_checkpoint(train_dir)
+  return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+def _read(path: str) -> str:
+  with open(path) as f:
+    return f.read()
+
+
+class KillTest(tf.test.TestCase):
+
+  def _wait_for(self, predicate, process, log_path, what):
+    deadline = time.time() + TIMEOUT_SECS
+    while not predicate():
+      if process.poll() is not None:
+        self.fail(f"im2txt.train exited ({process.returncode}) before {what}:\n"
+                  f"{_read(log_path)[-5000:]}")
+      if time.time() > deadline:
+        process.kill()
+        self.fail(f"timed out waiting for {what}:\n{_read(log_path)[-5000:]}")
+      time.sleep(0.2)
+
+  def test_sigkill_then_restart_then_sigterm(self):
+    tmp = self.create_tempdir().full_path
+    pattern = td.write_shards(os.path.join(tmp, "data"), td.colour_examples(CAPTIONS), 2)
+    config_file = td.write_config_file(td.tiny_config(save_checkpoint_steps=2),
+                                       os.path.join(tmp, "config"))
+    train_dir = os.path.join(tmp, "train")
+    args = [f"--input_file_pattern={pattern}", f"--train_dir={train_dir}",
+            f"--config_file={config_file}", "--number_of_steps=100000", "--seed=5"]
+
+    # 1. Killed without warning once it has saved step 4 or later.
+    log1 = os.path.join(tmp, "run1.log")
+    run1 = td.start_train_process(args, log1)
+    self._wait_for(lambda: _checkpoint_step(train_dir) >= 4, run1, log1, "checkpoint 4")
+    run1.send_signal(signal.SIGKILL)
+    run1.wait()
+    killed_at = _checkpoint_step(train_dir)
+    self.assertEqual(killed_at % 2, 0)
+    logged_steps = [int(s) for s in re.findall(r"step (\d+): loss", _read(log1))]
+    self.assertGreaterEqual(max(logged_steps), killed_at)
+
+    # 2. The same command resumes from that checkpoint; SIGTERM then saves and stops it.
+    log2 = os.path.join(tmp, "run2.log")
+    run2 = td.start_train_process(args, log2)
+    self._wait_for(lambda: f"step {killed_at + 3}: loss" in _read(log2), run2, log2,
+                   f"step {killed_at + 3}")
+    run2.send_signal(signal.SIGTERM)
+    self.assertEqual(run2.wait(timeout=TIMEOUT_SECS), 0, _read(log2)[-5000:])
+    log = _read(log2)
+    self.assertIn(f"ckpt-{killed_at}: global step {killed_at}", log)
+    self.assertIn("SIGTERM: saving a checkpoint and stopping.", log)
+    steps = [int(s) for s in re.findall(r"step (\d+): loss", log)]
+    self.assertEqual(steps, list(range(killed_at + 1, steps[-1] + 1)))
+    self.assertEqual(_checkpoint_step(train_dir), steps[-1])
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(train_dir))
+    self.assertEqual(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"), steps[-1])
+
+
+if __name__ == "__main__":
+  tf.test.main()

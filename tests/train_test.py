@@ -1,0 +1,135 @@
+"""Tests for im2txt.training: schedule, configuration, a phase 1 run and its restart."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from im2txt import configuration
+from im2txt import show_and_tell_model
+from im2txt import training
+from tests import training_testdata as td
+
+CAPTIONS = {0: [3, 4, 5], 1: [6, 7], 2: [8, 9, 10, 11], 3: [12, 5], 4: [13, 14, 4]}
+
+
+class ScheduleAndConfigTest(tf.test.TestCase):
+
+  def test_phase1_learning_rate_halves_every_8_epochs(self):
+    lr = training.learning_rate_fn(configuration.TrainingConfig(), 32, train_inception=False)
+    decay_steps = int(586363 / 32 * 8)  # 146,590 as the original
+    for step, expected in [(0, 2.0), (decay_steps - 1, 2.0), (decay_steps, 1.0),
+                           (2 * decay_steps + 5, 0.5)]:
+      self.assertAllClose(lr(tf.constant(step, tf.int64)), expected)
+
+  def test_phase2_learning_rate_is_constant(self):
+    lr = training.learning_rate_fn(configuration.TrainingConfig(), 32, train_inception=True)
+    self.assertAllClose(lr(tf.constant(10**6, tf.int64)), 0.0005)
+
+  def test_inception_l2_loss_is_slims(self):
+    model = show_and_tell_model.ShowAndTellModel(td.tiny_config().model)
+    kernels = [l.kernel.numpy() for l in model.inception.layers
+               if isinstance(l, tf.keras.layers.Conv2D)]
+    self.assertLen(kernels, 94)
+    expected = 4e-5 * sum(float(np.sum(k.astype(np.float64) ** 2)) / 2 for k in kernels)
+    self.assertAllClose(training.inception_l2_loss(model, 4e-5), expected, rtol=1e-5)
+
+  def test_resolve_config(self):
+    train_dir = self.create_tempdir().full_path
+    self.assertEqual(training.resolve_config(train_dir, "small"), configuration.small_config())
+    self.assertEqual(training.resolve_config(train_dir), configuration.default_config())
+    with self.assertRaisesRegex(ValueError, "Unknown preset"):
+      training.resolve_config(train_dir, "huge")
+    # An earlier run's config.json wins over the preset...
+    tiny = td.tiny_config()
+    configuration.save_config(tiny, train_dir)
+    self.assertEqual(training.resolve_config(train_dir, "small"), tiny)
+    # ...but not over an explicit config file,
+    other_dir = self.create_tempdir().full_path
+    other = configuration.small_config()
+    other.training.train_inception_learning_rate = 0.001
+    configuration.save_config(other, other_dir)
+    other_file = os.path.join(other_dir, "config.json")
+    self.assertEqual(training.resolve_config(train_dir, "default", other_file), other)
+    # which must not change the model of existing checkpoints.
+    with open(os.path.join(train_dir, "checkpoint"), "w") as f:
+      f.write('model_checkpoint_path: "ckpt-1"\n')
+    open(os.path.join(train_dir, "ckpt-1.index"), "w").close()
+    with self.assertRaisesRegex(ValueError, "model section differs"):
+      training.resolve_config(train_dir, "default", other_file)
+
+  def test_invalid_options(self):
+    for field, value in [("strategy", "tpu"), ("mixed_precision", "fp8"),
+                         ("log_every_n_steps", 0)]:
+      options = training.TrainOptions(input_file_pattern="x", train_dir="y")
+      setattr(options, field, value)
+      with self.assertRaisesRegex(ValueError, field.split("_")[0]):
+        training.train(td.tiny_config(), options)
+
+
+class RestartTest(tf.test.TestCase):
+  """Phase 1 for 3 steps, then the same command with number_of_steps=5."""
+
+  def test_restart_continues_step_and_schedule_with_inception_frozen(self):
+    tmp = self.create_tempdir().full_path
+    pattern = td.write_shards(os.path.join(tmp, "data"), td.colour_examples(CAPTIONS), 2)
+    train_dir = os.path.join(tmp, "train")
+    # 8 examples per epoch at batch 4, 2 epochs per decay: the rate halves after 4 steps.
+    config = td.tiny_config(initial_learning_rate=1.0, num_examples_per_epoch=8,
+                            num_epochs_per_decay=2.0, summary_every_n_steps=1,
+                            max_checkpoints_to_keep=2)
+    options = training.TrainOptions(input_file_pattern=pattern, train_dir=train_dir,
+                                    number_of_steps=3, seed=4)
+
+    first = training.train(config, options)
+    self.assertEqual((first.start_step, first.global_step), (0, 3))
+    self.assertEqual(first.last_checkpoint, os.path.join(train_dir, "ckpt-3"))
+    self.assertEqual(configuration.load_config(train_dir), config)
+    after_first = td.inception_values(first.last_checkpoint)
+    others_first = tf.train.load_checkpoint(first.last_checkpoint).get_tensor(
+        "model/lstm_cell/kernel/.ATTRIBUTES/VARIABLE_VALUE")
+
+    config.training.save_checkpoint_steps = 1
+    options.number_of_steps = 5
+    second = training.train(config, options)
+    self.assertEqual((second.start_step, second.global_step), (3, 5))
+    self.assertEqual(tf.train.latest_checkpoint(train_dir), os.path.join(train_dir, "ckpt-5"))
+    reader = tf.train.load_checkpoint(os.path.join(train_dir, "ckpt-5"))
+    self.assertEqual(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"), 5)
+    # Two checkpoints kept (ckpt-3 rotated out when ckpt-5 was written).
+    self.assertEqual(sorted(os.path.basename(p) for p in glob.glob(f"{train_dir}/ckpt-*.index")),
+                     ["ckpt-4.index", "ckpt-5.index"])
+
+    # Phase 1 changed no Inception weight or batch-norm statistic, but did train the LSTM.
+    after_second = td.inception_values(os.path.join(train_dir, "ckpt-5"))
+    self.assertLen(after_second, 94 + 94 * 3)  # kernels; beta, moving mean and variance
+    for key, value in after_second.items():
+      self.assertAllEqual(after_first[key], value, msg=key)
+    self.assertNotAllClose(
+        others_first, reader.get_tensor("model/lstm_cell/kernel/.ATTRIBUTES/VARIABLE_VALUE"))
+
+    scalars = td.read_scalars(train_dir)
+    # The schedule follows the restored global step: 1.0 for steps 1-4, 0.5 at step 5.
+    self.assertAllClose([scalars["learning_rate"][s] for s in range(1, 6)],
+                        [1.0, 1.0, 1.0, 1.0, 0.5])
+    for tag in ("losses/batch_loss", "losses/total_loss", "gradient_norm",
+                "caption_length/mean"):
+      self.assertEqual(sorted(scalars[tag]), list(range(1, 6)), tag)
+    self.assertIn("examples_per_sec", scalars)
+    self.assertIn("caption_length", scalars)
+    self.assertIn("input_images", scalars)
+    self.assertEqual(scalars["losses/batch_loss"][5], second.last_loss)
+    self.assertEqual(scalars["losses/batch_loss"][4], second.first_loss)
+    for s in range(1, 6):
+      # No regularisation in phase 1.
+      self.assertEqual(scalars["losses/total_loss"][s], scalars["losses/batch_loss"][s])
+      # Caption lengths in target tokens: between 3 ("12 5 </S>") and 5.
+      self.assertBetween(scalars["caption_length/mean"][s], 3.0, 5.0)
+    with open(os.path.join(train_dir, "config.json")) as f:
+      self.assertEqual(json.load(f), configuration.config_to_dict(config))
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every benchmark in bench/ (each prints its figures and a ratio against a baseline measured
+# in the same run). Not part of the test suite. Run it on an otherwise idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+source tools/env.sh
+python -m bench.bench_build_mscoco_data --sizes=2000,4000
+python -m bench.bench_train --image_size=75 --batch_size=32 --steps=20
+python -m bench.bench_beam_search --preset=small --num_images=64 --batch_size=32
