@@ -56,6 +56,9 @@ CAPTIONS_PER_IMAGE = 5
 TRAIN_FIRST_ID = 1
 VAL_FIRST_ID = 500001
 JPEG_QUALITY = 90
+# The shape's 'radius' and the offset of its centre from the image's, as fractions of the size.
+SHAPE_RADIUS = (0.31, 0.35)
+SHAPE_OFFSET = 0.03
 
 
 class Label(NamedTuple):
@@ -166,9 +169,9 @@ def _jitter(rgb: Sequence[int], rng: random.Random, amount: int) -> Tuple[int, .
 def draw_image(label: Label, image_size: int, rng: random.Random) -> bytes:
   """A JPEG of the labelled shape, its size, position and colours jittered by `rng`."""
   image = Image.new("RGB", (image_size, image_size), _jitter(BACKGROUNDS[label.background], rng, 8))
-  r = image_size * rng.uniform(0.22, 0.36)
-  cx = rng.uniform(r, image_size - r)
-  cy = rng.uniform(r, image_size - r)
+  r = image_size * rng.uniform(*SHAPE_RADIUS)
+  cx = image_size * (0.5 + rng.uniform(-SHAPE_OFFSET, SHAPE_OFFSET))
+  cy = image_size * (0.5 + rng.uniform(-SHAPE_OFFSET, SHAPE_OFFSET))
   ImageDraw.Draw(image).polygon(shape_polygon(label.shape, cx, cy, r),
                                 fill=_jitter(COLOURS[label.colour], rng, 15))
   buffer = io.BytesIO()

@@ -35,10 +35,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class DemoOptions:
   output_dir: str
   num_train_images: int = 1500
-  num_val_images: int = 400
+  num_val_images: int = 600
   image_size: int = 96
   phase1_steps: int = 600
-  phase2_steps: int = 300
+  phase2_steps: int = 500
   batch_size: int = 32
   seed: int = 0
   train_shards: int = 4
@@ -49,7 +49,9 @@ class DemoOptions:
 
 @dataclasses.dataclass
 class DemoResult:
-  accuracy: float
+  accuracy: float  # Captions naming the image's colour and shape.
+  colour_accuracy: float  # Captions naming its colour.
+  shape_accuracy: float  # Captions naming its shape.
   num_images: int
   num_captioned: int
   chance: float
@@ -224,20 +226,26 @@ def _report(options, test_images, captions_json, train_dir, eval_dir, vocab_file
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   best = _load_captions(captions_json)
-  correct = 0
+  correct = colours = shapes = 0
   rows = []
   for img in test_images:
     caption = best.get(os.path.abspath(img.path), "")
     ok = sample.is_correct_caption(caption, img.label)
+    colour, shape = sample.caption_colour_shape(caption)
     correct += ok
+    colours += colour == img.label.colour
+    shapes += shape == img.label.shape
     rows.append((os.path.basename(img.path), caption, f"{img.label.colour} {img.label.shape}", ok))
-  accuracy = correct / max(1, len(test_images))
+  num_images = max(1, len(test_images))
+  accuracy = correct / num_images
   chance = 1.0 / (len(sample.COLOURS) * len(sample.SHAPES))
   print("\nHeld-out images (test split), best beam-search caption vs ground truth:")
   for name, caption, truth, ok in rows[:options.show_captions]:
     print(f"  {'OK ' if ok else 'BAD'} {name}: {caption!r}   (truth: {truth})")
   print(f"\nHeld-out accuracy (caption names the right colour and shape): {correct}/"
-        f"{len(test_images)} = {accuracy:.1%}   (chance: {chance:.1%})")
+        f"{len(test_images)} = {accuracy:.1%}   (chance: {chance:.1%}); right colour "
+        f"{colours / num_images:.1%} (chance {1 / len(sample.COLOURS):.1%}), right shape "
+        f"{shapes / num_images:.1%} (chance {1 / len(sample.SHAPES):.1%})")
   eval_scalars = _read_scalars(eval_dir)
   if eval_scalars:
     last = max(eval_scalars)
@@ -251,7 +259,8 @@ def _report(options, test_images, captions_json, train_dir, eval_dir, vocab_file
   eval_events = tf.io.gfile.glob(os.path.join(eval_dir, "events.out.tfevents.*"))
   print(f"Vocabulary: {vocab_size} ids. Finished in {seconds / 60:.1f} min. Outputs: {out}")
   print(f"Look at the run: tensorboard --logdir {os.path.join(out, 'model')}")
-  return DemoResult(accuracy=accuracy, num_images=len(test_images), num_captioned=len(best),
+  return DemoResult(accuracy=accuracy, colour_accuracy=colours / num_images,
+                    shape_accuracy=shapes / num_images, num_images=len(test_images), num_captioned=len(best),
                     chance=chance,
                     eval_scalars=eval_scalars, train_event_files=sorted(set(train_events)),
                     eval_event_files=eval_events, vocab_size=vocab_size)

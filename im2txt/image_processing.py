@@ -1,7 +1,8 @@
 """Image decoding and preprocessing, the original im2txt's (image_processing.py) in TF2.
 
 Training: decode -> float [0,1] -> resize to (resize_height, resize_width) -> random crop to
-(image_height, image_width) -> random flip -> colour distortions -> scale to [-1, 1].
+(image_height, image_width) -> random flip -> colour distortions (unless the config's
+distort_colors is off) -> scale to [-1, 1].
 Evaluation and inference: the same with a central crop and no distortion.
 The random ops are stateless and take a per-image seed, so a seeded input pipeline distorts
 every image the same way however many threads run it (reproducible runs, comparable strategies).
@@ -73,7 +74,10 @@ def preprocess_image(image: tf.Tensor, config: configuration.ModelConfig, is_tra
         tf.random.experimental.stateless_split(_stateless_seed(seed), num=2))
     image = tf.image.stateless_random_crop(
         image, [config.image_height, config.image_width, 3], seed=crop_seed)
-    image = distort_image(image, seed=distort_seed)
+    if config.distort_colors:
+      image = distort_image(image, seed=distort_seed)
+    else:
+      image = tf.image.stateless_random_flip_left_right(image, seed=distort_seed)
   else:
     image = tf.image.resize_with_crop_or_pad(image, config.image_height, config.image_width)
   return (image - 0.5) * 2.0

@@ -2,7 +2,8 @@
 
 Training (`call`, teacher forcing):
     images [B, H, W, 3] in [-1, 1] -> InceptionV3 (no top, average pooled) -> 2048-d
-    -> dense (no bias) -> image embedding [B, E], fed to the LSTM first from a zero state
+    -> dense (no bias) [-> batch norm, if configured] -> image embedding [B, E], fed to the
+       LSTM first from a zero state
        (its output is discarded), then the word embeddings of `input_seqs` [B, T] follow
     -> logits [B, T, vocab] predicting `target_seqs`.
 
@@ -47,6 +48,12 @@ class ShowAndTellModel(tf.keras.Model):
     self.image_embedding = tf.keras.layers.Dense(
         config.embedding_size, use_bias=False, kernel_initializer=_uniform(scale),
         name="image_embedding")
+    # Optional (not in the original): batch norm on the image embedding, e.g. for a randomly
+    # initialised Inception, whose pooled features share a large common component. Synchronized:
+    # its batch statistics are the global batch's under a distribution strategy.
+    self.image_embedding_norm = (
+        tf.keras.layers.BatchNormalization(synchronized=True, name="image_embedding_batch_norm")
+        if config.image_embedding_batch_norm else None)
     self.seq_embedding = tf.keras.layers.Embedding(
         config.vocab_size, config.embedding_size, embeddings_initializer=_uniform(scale),
         name="seq_embedding")
@@ -87,7 +94,10 @@ class ShowAndTellModel(tf.keras.Model):
     return features
 
   def embed_images(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-    return self.image_embedding(self.image_features(images, training=training))
+    embeddings = self.image_embedding(self.image_features(images, training=training))
+    if self.image_embedding_norm is not None:
+      embeddings = self.image_embedding_norm(embeddings, training=training)
+    return embeddings
 
   def _zero_state(self, batch_size) -> State:
     units = self.config.num_lstm_units

@@ -3,6 +3,8 @@
 Phase 1 (`train_inception=False`): InceptionV3 frozen and in inference mode, SGD at 2.0 halved
 every 8 epochs. Phase 2 (`train_inception=True`, same train_dir): everything fine-tuned at
 0.0005 with L2 on Inception's weights; it resumes from phase 1's last checkpoint and global step.
+(The defaults are the original's; each phase's optimizer, SGD or Adam, and rate are in the
+config's `training` section.)
 
     options = training.TrainOptions(input_file_pattern="data/train-?????-of-00256",
                                     train_dir="model/train", number_of_steps=1000000)
@@ -37,6 +39,7 @@ from im2txt import show_and_tell_model
 from im2txt import training_summaries
 
 STRATEGIES = ("mirrored", "multi_worker", "default")
+OPTIMIZERS = ("SGD", "Adam")
 MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 _SUM = tf.distribute.ReduceOp.SUM
 # Number of training images on which a random Inception's batch-norm statistics are calibrated.
@@ -143,6 +146,24 @@ class _GlobalStepSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
 
   def get_config(self):
     return {}
+
+
+def make_optimizer(config: configuration.TrainingConfig, train_inception: bool,
+                   learning_rate) -> tf.keras.optimizers.legacy.Optimizer:
+  """The phase's optimizer (config.optimizer, or config.train_inception_optimizer in phase 2).
+
+  Keras' legacy optimizers: their slot variables (Adam's moments) are created per variable on
+  its first update and restored lazily from a checkpoint, so a phase 2 with Adam after a phase 1
+  with Adam resumes the decoder's moments and starts Inception's afresh (Keras 2.15's new SGD
+  would also make momentum slots, which then would not follow the variables across phases).
+  """
+  name = config.train_inception_optimizer if train_inception else config.optimizer
+  if name == "SGD":
+    return tf.keras.optimizers.legacy.SGD(learning_rate=learning_rate)
+  if name == "Adam":
+    return tf.keras.optimizers.legacy.Adam(learning_rate=learning_rate)
+  field = "train_inception_optimizer" if train_inception else "optimizer"
+  raise ValueError(f"Unknown training.{field} {name!r}; expected one of {OPTIMIZERS}")
 
 
 def inception_l2_loss(model: show_and_tell_model.ShowAndTellModel,
@@ -369,10 +390,8 @@ def _train(strategy, config: configuration.Config, options: TrainOptions) -> Tra
     model.build_all()
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     lr_fn = learning_rate_fn(config.training, global_batch, options.train_inception)
-    # The legacy SGD keeps no slot variables without momentum (Keras 2.15's SGD always makes
-    # them, and they would then not follow the variables from phase 1 to phase 2).
-    optimizer = tf.keras.optimizers.legacy.SGD(
-        learning_rate=_GlobalStepSchedule(lr_fn, step))
+    optimizer = make_optimizer(config.training, options.train_inception,
+                               _GlobalStepSchedule(lr_fn, step))
     if options.mixed_precision == "fp16":
       optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
     checkpoint = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer)

@@ -26,6 +26,9 @@ class ConfigurationTest(unittest.TestCase):
     self.assertAlmostEqual(c.training.learning_rate_decay_factor, 0.5)
     self.assertAlmostEqual(c.training.num_epochs_per_decay, 8.0)
     self.assertAlmostEqual(c.training.train_inception_learning_rate, 0.0005)
+    self.assertEqual((c.training.optimizer, c.training.train_inception_optimizer), ("SGD", "SGD"))
+    self.assertTrue(c.model.distort_colors)
+    self.assertFalse(c.model.image_embedding_batch_norm)
     self.assertAlmostEqual(c.training.clip_gradients, 5.0)
     self.assertEqual(c.training.max_checkpoints_to_keep, 5)
     self.assertEqual(c.eval.num_eval_examples, 10132)
@@ -38,6 +41,11 @@ class ConfigurationTest(unittest.TestCase):
     self.assertEqual((c.model.image_height, c.model.image_width), (75, 75))
     self.assertLess(c.model.num_lstm_units, 512)
     self.assertIs(configuration.PRESETS["small"], configuration.small_config)
+    # Settings for a randomly initialised Inception (the sample dataset); see small_config.
+    self.assertFalse(c.model.distort_colors)
+    self.assertTrue(c.model.image_embedding_batch_norm)
+    self.assertEqual((c.training.optimizer, c.training.train_inception_optimizer),
+                     ("SGD", "Adam"))
 
   def test_json_round_trip(self):
     c = configuration.small_config()

@@ -1,13 +1,11 @@
 """Integration test: the end-to-end demo at a small scale learns.
 
 Runs demo/run_demo.py (sample data -> Beam job -> phase 1 -> phase 2 with the evaluator
-alongside -> run_inference on the held-out images) and asserts that every stage did its job:
-every held-out image captioned, perplexity far below the vocabulary size (the decoder learned the
-captions' language), training and evaluator events present for the checkpoints.
-
-Not asserted yet: held-out accuracy above chance. With a randomly initialised InceptionV3 and a
-few minutes of CPU, the decoder learns the captions' language but not yet to read colour and
-shape from the image (measured ~3-4%, chance 3.3%); see issue 7.
+alongside -> run_inference on the held-out images) and asserts that every stage did its job and
+that the model learned: held-out captions name the right colour and shape well above chance,
+perplexity far below the vocabulary size, training and evaluator events for the checkpoints.
+(Measured at this scale: ~80% right colours and ~25% right colour and shape, chance 3.3%; the
+full demo's longer phase 2 also learns the shapes.)
 """
 
 import os
@@ -22,9 +20,9 @@ class DemoTest(unittest.TestCase):
   def test_small_demo_learns(self):
     with tempfile.TemporaryDirectory() as out:
       options = run_demo.DemoOptions(
-          output_dir=out, num_train_images=int(os.environ.get("DEMO_TEST_TRAIN_IMAGES", 600)),
-          num_val_images=300, phase1_steps=int(os.environ.get("DEMO_TEST_PHASE1_STEPS", 300)),
-          phase2_steps=int(os.environ.get("DEMO_TEST_PHASE2_STEPS", 20)),
+          output_dir=out, num_train_images=int(os.environ.get("DEMO_TEST_TRAIN_IMAGES", 1000)),
+          num_val_images=600, phase1_steps=int(os.environ.get("DEMO_TEST_PHASE1_STEPS", 500)),
+          phase2_steps=int(os.environ.get("DEMO_TEST_PHASE2_STEPS", 60)),
           eval_num_examples=200, eval_caption_images=30, show_captions=5)
       result = run_demo.run_demo(options)
       self.assertGreaterEqual(result.num_images, 30)
@@ -32,10 +30,14 @@ class DemoTest(unittest.TestCase):
       self.assertTrue(result.train_event_files, "no training TensorBoard events")
       self.assertTrue(result.eval_event_files, "no evaluation TensorBoard events")
       self.assertTrue(result.eval_scalars, "the evaluator wrote no scalars")
-      self.assertIn(options.phase1_steps + options.phase2_steps, result.eval_scalars, "the final checkpoint was not evaluated")
+      self.assertIn(options.phase1_steps + options.phase2_steps, result.eval_scalars,
+                    "the final checkpoint was not evaluated")
       last = result.eval_scalars[max(result.eval_scalars)]
       self.assertLess(last["Perplexity"], result.vocab_size / 4)
       self.assertIn("CIDEr", last)
+      # Chance: 1/6 for the colour, 1/30 for colour and shape.
+      self.assertGreater(result.colour_accuracy, 0.4)
+      self.assertGreater(result.accuracy, 3 * result.chance)
 
 
 if __name__ == "__main__":

@@ -107,9 +107,31 @@ class TrainPreprocessingTest(tf.test.TestCase):
       flips += int(left > right)
     self.assertBetween(flips, 8, 32)
 
+  def test_distort_colors_off_keeps_the_colours_and_still_flips(self):
+    # Left half red, right half blue: without colour distortions every output is the image or
+    # its mirror, exactly (no resize, the crop is the whole image).
+    image = tf.concat([tf.fill([75, 40, 3], 0.0) + [0.9, 0.1, 0.1],
+                       tf.fill([75, 35, 3], 0.0) + [0.1, 0.1, 0.9]], axis=1)
+    config = _config(resize_height=0, resize_width=0, distort_colors=False)
+    expected = (image - 0.5) * 2
+    flips = 0
+    for seed in range(20):
+      out = image_processing.preprocess_image(image, config, is_training=True, seed=seed)
+      if np.allclose(out, expected[:, ::-1], atol=1e-6):
+        flips += 1
+      else:
+        self.assertAllClose(out, expected, atol=1e-6)
+    self.assertBetween(flips, 3, 17)
+    # With them (the default), the colours change.
+    out = image_processing.preprocess_image(image, _config(resize_height=0, resize_width=0,
+                                                           distort_colors=True),
+                                            is_training=True, seed=0)
+    self.assertFalse(np.allclose(out, expected, atol=0.01) or
+                     np.allclose(out, expected[:, ::-1], atol=0.01))
+
   def test_random_crop_is_a_window_of_the_resized_image(self):
     image = tf.random.stateless_uniform([80, 80, 3], seed=[9, 9])
-    config = _config(resize_height=80, resize_width=80)
+    config = _config(resize_height=80, resize_width=80, distort_colors=True)
     offsets = set()
     # Distortions off, to compare the crop with the windows of the (unchanged) 80x80 image.
     with mock.patch.object(image_processing, "distort_image", lambda x, seed: x):

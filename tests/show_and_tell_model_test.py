@@ -31,6 +31,37 @@ class DefaultSizesTest(tf.test.TestCase):
     self.assertEqual(model.image_embedding.bias, None)
 
 
+class ImageEmbeddingBatchNormTest(tf.test.TestCase):
+  """The small preset's (optional) batch norm on the image embedding."""
+
+  def test_normalises_in_training_and_learns_statistics_while_inception_is_frozen(self):
+    tf.keras.utils.set_random_seed(2)
+    config = td.tiny_config(vocab_size=20, units=16).model
+    config.image_embedding_batch_norm = True
+    model = show_and_tell_model.ShowAndTellModel(config, train_inception=False)
+    model.build_all()
+    norm = model.image_embedding_norm
+    self.assertEqual([v.name.split("/")[-1] for v in norm.weights],
+                     ["gamma:0", "beta:0", "moving_mean:0", "moving_variance:0"])
+    self.assertEqual([v.shape for v in norm.weights], [(16,)] * 4)
+    # Phase 1 trains it (gamma, beta) with the decoder; Inception stays frozen.
+    self.assertIn(norm.gamma.ref(), {v.ref() for v in model.trainable_variables})
+    images = tf.random.stateless_uniform([8, 75, 75, 3], seed=[3, 4], minval=-1, maxval=1)
+    model.calibrate_inception_batch_norm(images)
+    inception_before = [v.numpy() for v in model.inception.non_trainable_weights]
+    embeddings = model.embed_images(images, training=True)
+    self.assertAllClose(tf.reduce_mean(embeddings, 0), tf.zeros([16]), atol=1e-4)
+    self.assertAllClose(tf.math.reduce_std(embeddings, 0), tf.ones([16]), atol=0.01)
+    # The training pass moved its statistics (not Inception's) towards the batch's.
+    self.assertGreater(float(tf.reduce_max(tf.abs(norm.moving_mean))), 0.0)
+    for before, after in zip(inception_before, model.inception.non_trainable_weights):
+      self.assertAllEqual(before, after)
+    # Inference uses the moving statistics: the image still changes the initial state.
+    h0, _ = model.initial_state(images[:1])
+    h1, _ = model.initial_state(images[1:2])
+    self.assertGreater(float(tf.reduce_max(tf.abs(h0 - h1))), 1e-4)
+
+
 class TinyModelTest(tf.test.TestCase):
 
   @classmethod

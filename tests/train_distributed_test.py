@@ -26,14 +26,12 @@ CAPTIONS = {0: [3, 4, 5], 1: [6, 7], 2: [8, 9, 10, 11], 3: [12, 5], 4: [3, 3, 3,
 
 class MirroredTest(tf.test.TestCase):
 
-  def test_two_replicas_match_one_device(self):
+  def _assert_two_replicas_match_one_device(self, config, num_model_variables: int):
     if _SETUP_ERROR:
       self.skipTest(f"needs its own process: {_SETUP_ERROR}")
     self.assertLen(tf.config.list_logical_devices("CPU"), 2)
     tmp = self.create_tempdir().full_path
     pattern = td.write_shards(os.path.join(tmp, "data"), td.colour_examples(CAPTIONS), 2)
-    # No dropout, so that both runs draw no random numbers in the model.
-    config = td.tiny_config(lstm_keep=1.0, batch_size=6)
     results, readers = {}, {}
     for name, strategy, devices in [("one", "default", None),
                                     ("two", "mirrored", ["/cpu:0", "/cpu:1"])]:
@@ -56,8 +54,21 @@ class MirroredTest(tf.test.TestCase):
       # Three steps at rate 2.0 amplify the float rounding of differently ordered sums a little.
       self.assertAllClose(one, two, atol=1e-3, rtol=1e-3, msg=key)
       compared += 1
-    self.assertEqual(compared, 7 + 94 * 4)
+    self.assertEqual(compared, num_model_variables)
 
+  def test_two_replicas_match_one_device(self):
+    # No dropout, so that both runs draw no random numbers in the model.
+    config = td.tiny_config(lstm_keep=1.0, batch_size=6)
+    self._assert_two_replicas_match_one_device(config, 7 + 94 * 4)
+
+  def test_image_embedding_batch_norm_and_adam_match_one_device(self):
+    # The small preset's batch norm on the image embedding is synchronised across replicas: its
+    # statistics are the global batch's, as on one device. Its 4 variables are compared too
+    # (and Adam's moments, which are saved beside them, by the losses).
+    config = td.tiny_config(lstm_keep=1.0, batch_size=6, optimizer="Adam",
+                            initial_learning_rate=0.001)
+    config.model.image_embedding_batch_norm = True
+    self._assert_two_replicas_match_one_device(config, 7 + 4 + 94 * 4)
 
 if __name__ == "__main__":
   tf.test.main()

@@ -1,4 +1,4 @@
-"""Phase 1 from an Inception .h5 weights file, then phase 2 (bf16) on the same train_dir."""
+"""Phase 1 then phase 2 on the same train_dir: from an .h5 file (bf16), and with Adam in phase 2."""
 
 import os
 
@@ -70,6 +70,53 @@ class TwoPhasesTest(tf.test.TestCase):
     for s in (3, 4):
       self.assertAllClose(scalars["losses/total_loss"][s] - scalars["losses/batch_loss"][s], l2,
                           rtol=0.02)
+
+  def test_phase2_with_adam_after_sgd_and_its_resume(self):
+    # The small preset's optimizers: SGD in phase 1, Adam in phase 2 (training a random
+    # Inception), with batch norm on the image embedding.
+    tmp = self.create_tempdir().full_path
+    pattern = td.write_shards(os.path.join(tmp, "data"), td.colour_examples(CAPTIONS), 2)
+    train_dir = os.path.join(tmp, "train")
+    config = td.tiny_config(summary_every_n_steps=1, train_inception_optimizer="Adam",
+                            train_inception_learning_rate=0.0003)
+    config.model.image_embedding_batch_norm = True
+    options = training.TrainOptions(input_file_pattern=pattern, train_dir=train_dir,
+                                    number_of_steps=2, seed=3)
+    phase1 = training.train(config, options)
+    reader = tf.train.load_checkpoint(phase1.last_checkpoint)
+    slots = [k for k in reader.get_variable_to_shape_map() if ".OPTIMIZER_SLOT" in k]
+    self.assertEqual(slots, [])  # Plain SGD keeps none.
+
+    options.train_inception, options.number_of_steps = True, 4
+    phase2 = training.train(config, options)
+    self.assertEqual((phase2.start_step, phase2.global_step), (2, 4))
+    reader = tf.train.load_checkpoint(phase2.last_checkpoint)
+    names = reader.get_variable_to_shape_map()
+    kernel = "model/inception/layer_with_weights-0/kernel"
+    for slot in ("m", "v"):
+      self.assertIn(f"{kernel}/.OPTIMIZER_SLOT/optimizer/{slot}/.ATTRIBUTES/VARIABLE_VALUE",
+                    names)
+      self.assertIn("model/image_embedding_norm/gamma/.OPTIMIZER_SLOT/optimizer/"
+                    f"{slot}/.ATTRIBUTES/VARIABLE_VALUE", names)
+    m_after_phase2 = reader.get_tensor(
+        f"{kernel}/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE")
+    self.assertGreater(float(np.max(np.abs(m_after_phase2))), 0.0)
+
+    # A restart of phase 2 continues from its checkpoint (step, weights, Adam state).
+    options.number_of_steps = 6
+    resumed = training.train(config, options)
+    self.assertEqual((resumed.start_step, resumed.global_step), (4, 6))
+    self.assertTrue(np.isfinite(resumed.last_loss))
+    scalars = td.read_scalars(train_dir)
+    self.assertAllClose([scalars["learning_rate"][s] for s in range(1, 7)],
+                        [2.0, 2.0, 0.0003, 0.0003, 0.0003, 0.0003])
+
+  def test_unknown_optimizer_is_named(self):
+    config = td.tiny_config(train_inception_optimizer="Adagrad").training
+    self.assertIsInstance(training.make_optimizer(config, False, 0.1),
+                          tf.keras.optimizers.legacy.SGD)
+    with self.assertRaisesRegex(ValueError, "train_inception_optimizer 'Adagrad'"):
+      training.make_optimizer(config, True, 0.1)
 
 
 if __name__ == "__main__":

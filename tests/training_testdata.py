@@ -63,15 +63,20 @@ def colour_examples(captions: Dict[int, List[int]], size: int = 40, textured: bo
 
 def tiny_config(vocab_size: int = 16, units: int = 32, batch_size: int = 4,
                 lstm_keep: float = 0.7, **training) -> configuration.Config:
-  """75x75 images (InceptionV3's minimum), tiny LSTM; `training` overrides TrainingConfig."""
+  """75x75 images (InceptionV3's minimum), tiny LSTM; `training` overrides TrainingConfig.
+
+  The model and optimizers are the original's (no image-embedding batch norm, colour
+  distortions, SGD in both phases); train_sample_preset_test covers the small preset's.
+  """
   config = configuration.small_config()
   config.model = dataclasses.replace(
       config.model, vocab_size=vocab_size, image_height=75, image_width=75, resize_height=80,
       resize_width=80, embedding_size=units, num_lstm_units=units,
-      lstm_dropout_keep_prob=lstm_keep)
+      lstm_dropout_keep_prob=lstm_keep, distort_colors=True, image_embedding_batch_norm=False)
   config.input = dataclasses.replace(config.input, batch_size=batch_size,
                                      values_per_input_shard=16, num_parallel_reads=2)
-  defaults = dict(save_checkpoint_steps=1000, save_checkpoint_secs=0, summary_every_n_steps=5)
+  defaults = dict(save_checkpoint_steps=1000, save_checkpoint_secs=0, summary_every_n_steps=5,
+                  train_inception_optimizer="SGD", train_inception_learning_rate=0.0005)
   defaults.update(training)
   config.training = dataclasses.replace(config.training, **defaults)
   return config
