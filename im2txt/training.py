@@ -309,12 +309,27 @@ def _restore_or_initialise(model, step, optimizer, config, options: TrainOptions
   # the mixed-precision setting changes between phases.
   status = tf.train.Checkpoint(step=step, model=model).restore(latest)
   status.assert_existing_objects_matched().expect_partial()
-  tf.train.Checkpoint(optimizer=optimizer).restore(latest).expect_partial()
+  if _optimizer_state_matches(optimizer, latest):
+    tf.train.Checkpoint(optimizer=optimizer).restore(latest).expect_partial()
+  else:
+    # E.g. phase 2 with Adam after phase 1 with SGD: Adam starts afresh (iteration 0, so its
+    # bias correction holds the first steps to the learning rate), not at SGD's iteration count.
+    logging.info("%s holds no Adam state (an earlier phase used SGD): Adam starts afresh",
+                 latest)
   logging.info("Restored %s: global step %d", latest, int(step.numpy()))
   if options.inception_checkpoint_file:
     logging.info("--inception_checkpoint_file ignored: %s already has a checkpoint",
                  options.train_dir)
   return latest
+
+
+def _optimizer_state_matches(optimizer, checkpoint_path: str) -> bool:
+  """False when `optimizer` is Adam and the checkpoint holds no Adam moments (SGD wrote it)."""
+  inner = getattr(optimizer, "inner_optimizer", optimizer)  # Under a LossScaleOptimizer.
+  if not isinstance(inner, tf.keras.optimizers.legacy.Adam):
+    return True
+  return any(".OPTIMIZER_SLOT/" in name and "/m/.ATTRIBUTES/" in name
+             for name, _ in tf.train.list_variables(checkpoint_path))
 
 
 @contextlib.contextmanager

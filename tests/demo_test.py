@@ -4,8 +4,8 @@ Runs demo/run_demo.py (sample data -> Beam job -> phase 1 -> phase 2 with the ev
 alongside -> run_inference on the held-out images) and asserts that every stage did its job and
 that the model learned: held-out captions name the right colour and shape well above chance,
 perplexity far below the vocabulary size, training and evaluator events for the checkpoints.
-(Measured at this scale: ~80% right colours and ~25% right colour and shape, chance 3.3%; the
-full demo's longer phase 2 also learns the shapes.)
+Phase 2 runs 200 steps: its first ~100 (Adam training the random Inception) make the
+checkpoint's captions worse before they get better than after phase 1.
 """
 
 import os
@@ -21,8 +21,8 @@ class DemoTest(unittest.TestCase):
     with tempfile.TemporaryDirectory() as out:
       options = run_demo.DemoOptions(
           output_dir=out, num_train_images=int(os.environ.get("DEMO_TEST_TRAIN_IMAGES", 1000)),
-          num_val_images=600, phase1_steps=int(os.environ.get("DEMO_TEST_PHASE1_STEPS", 500)),
-          phase2_steps=int(os.environ.get("DEMO_TEST_PHASE2_STEPS", 60)),
+          num_val_images=600, phase1_steps=int(os.environ.get("DEMO_TEST_PHASE1_STEPS", 400)),
+          phase2_steps=int(os.environ.get("DEMO_TEST_PHASE2_STEPS", 200)),
           eval_num_examples=200, eval_caption_images=30, show_captions=5)
       result = run_demo.run_demo(options)
       self.assertGreaterEqual(result.num_images, 30)

@@ -101,12 +101,17 @@ class TwoPhasesTest(tf.test.TestCase):
     m_after_phase2 = reader.get_tensor(
         f"{kernel}/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE")
     self.assertGreater(float(np.max(np.abs(m_after_phase2))), 0.0)
+    # Adam started afresh after SGD (its bias correction counts from 0), not at SGD's count.
+    iterations = "optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE"
+    self.assertEqual(int(reader.get_tensor(iterations)), 2)
 
     # A restart of phase 2 continues from its checkpoint (step, weights, Adam state).
     options.number_of_steps = 6
     resumed = training.train(config, options)
     self.assertEqual((resumed.start_step, resumed.global_step), (4, 6))
     self.assertTrue(np.isfinite(resumed.last_loss))
+    reader = tf.train.load_checkpoint(resumed.last_checkpoint)
+    self.assertEqual(int(reader.get_tensor(iterations)), 4)
     scalars = td.read_scalars(train_dir)
     self.assertAllClose([scalars["learning_rate"][s] for s in range(1, 7)],
                         [2.0, 2.0, 0.0003, 0.0003, 0.0003, 0.0003])
