@@ -260,9 +260,9 @@ def _report(options, test_images, captions_json, train_dir, eval_dir, vocab_file
   print(f"Vocabulary: {vocab_size} ids. Finished in {seconds / 60:.1f} min. Outputs: {out}")
   print(f"Look at the run: tensorboard --logdir {os.path.join(out, 'model')}")
   return DemoResult(accuracy=accuracy, colour_accuracy=colours / num_images,
-                    shape_accuracy=shapes / num_images, num_images=len(test_images), num_captioned=len(best),
-                    chance=chance,
-                    eval_scalars=eval_scalars, train_event_files=sorted(set(train_events)),
+                    shape_accuracy=shapes / num_images, num_images=len(test_images),
+                    num_captioned=len(best), chance=chance, eval_scalars=eval_scalars,
+                    train_event_files=sorted(set(train_events)),
                     eval_event_files=eval_events, vocab_size=vocab_size)
 
 
