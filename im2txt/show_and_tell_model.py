@@ -18,7 +18,7 @@ Inference is two methods, all beam search needs:
 A state is a tuple (h, c) of [B, num_lstm_units] tensors.
 """
 
-from typing import Tuple
+from typing import List, Tuple
 
 import tensorflow as tf
 
@@ -42,6 +42,11 @@ class ShowAndTellModel(tf.keras.Model):
     self.inception = tf.keras.applications.InceptionV3(
         include_top=False, weights=None, pooling="avg",
         input_shape=(config.image_height, config.image_width, 3))
+    if not 0.0 <= config.inception_batch_norm_momentum <= 1.0:
+      raise ValueError("model.inception_batch_norm_momentum must be in [0, 1], not "
+                       f"{config.inception_batch_norm_momentum}")
+    for layer in self._inception_batch_norms():
+      layer.momentum = config.inception_batch_norm_momentum
     self.inception_dropout = tf.keras.layers.Dropout(
         1.0 - config.inception_dropout_keep_prob, name="inception_dropout")
     scale = config.initializer_scale
@@ -150,6 +155,10 @@ class ShowAndTellModel(tf.keras.Model):
     except (ValueError, OSError) as e:
       raise ValueError(f"{path}: not a Keras InceptionV3 no-top weights file ({e})") from e
 
+  def _inception_batch_norms(self) -> List[tf.keras.layers.BatchNormalization]:
+    return [l for l in self.inception.layers
+            if isinstance(l, tf.keras.layers.BatchNormalization)]
+
   def calibrate_inception_batch_norm(self, images: tf.Tensor) -> None:
     """Sets every Inception batch-norm moving statistic to this batch's statistics.
 
@@ -158,8 +167,7 @@ class ShowAndTellModel(tf.keras.Model):
     ~1e-3 in inference mode and nearly useless to a frozen-encoder phase 1; calibrated, they are
     O(1) and keep the image's content. Done once, before the first checkpoint.
     """
-    layers = [l for l in self.inception.layers
-              if isinstance(l, tf.keras.layers.BatchNormalization)]
+    layers = self._inception_batch_norms()
     momenta = [l.momentum for l in layers]
     try:
       # A frozen Keras BatchNormalization always runs in inference mode; unfreeze it for this pass.

@@ -157,13 +157,19 @@ def make_optimizer(config: configuration.TrainingConfig, train_inception: bool,
   with Adam resumes the decoder's moments and starts Inception's afresh (Keras 2.15's new SGD
   would also make momentum slots, which then would not follow the variables across phases).
   """
+  check_optimizer_names(config)
   name = config.train_inception_optimizer if train_inception else config.optimizer
   if name == "SGD":
     return tf.keras.optimizers.legacy.SGD(learning_rate=learning_rate)
-  if name == "Adam":
-    return tf.keras.optimizers.legacy.Adam(learning_rate=learning_rate)
-  field = "train_inception_optimizer" if train_inception else "optimizer"
-  raise ValueError(f"Unknown training.{field} {name!r}; expected one of {OPTIMIZERS}")
+  return tf.keras.optimizers.legacy.Adam(learning_rate=learning_rate)
+
+
+def check_optimizer_names(config: configuration.TrainingConfig) -> None:
+  """Both phases' optimizers are known: a typo in phase 2's fails when phase 1 starts."""
+  for field in ("optimizer", "train_inception_optimizer"):
+    name = getattr(config, field)
+    if name not in OPTIMIZERS:
+      raise ValueError(f"Unknown training.{field} {name!r}; expected one of {OPTIMIZERS}")
 
 
 def inception_l2_loss(model: show_and_tell_model.ShowAndTellModel,
@@ -367,6 +373,7 @@ def _validate(options: TrainOptions) -> None:
 def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   """Trains until the global step reaches options.number_of_steps (or SIGTERM); see the module."""
   _validate(options)
+  check_optimizer_names(config.training)
   # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
   strategy = make_strategy(options.strategy, options.devices)
   previous_policy = tf.keras.mixed_precision.global_policy()

@@ -29,6 +29,7 @@ class ConfigurationTest(unittest.TestCase):
     self.assertEqual((c.training.optimizer, c.training.train_inception_optimizer), ("SGD", "SGD"))
     self.assertTrue(c.model.distort_colors)
     self.assertFalse(c.model.image_embedding_batch_norm)
+    self.assertAlmostEqual(c.model.inception_batch_norm_momentum, 0.99)
     self.assertAlmostEqual(c.training.clip_gradients, 5.0)
     self.assertEqual(c.training.max_checkpoints_to_keep, 5)
     self.assertEqual(c.eval.num_eval_examples, 10132)
@@ -44,6 +45,9 @@ class ConfigurationTest(unittest.TestCase):
     # Settings for a randomly initialised Inception (the sample dataset); see small_config.
     self.assertFalse(c.model.distort_colors)
     self.assertTrue(c.model.image_embedding_batch_norm)
+    self.assertAlmostEqual(c.model.inception_batch_norm_momentum, 0.9)
+    self.assertEqual((c.model.lstm_dropout_keep_prob, c.model.inception_dropout_keep_prob),
+                     (1.0, 1.0))
     self.assertEqual((c.training.optimizer, c.training.train_inception_optimizer),
                      ("SGD", "Adam"))
 

@@ -4,8 +4,9 @@ Runs demo/run_demo.py (sample data -> Beam job -> phase 1 -> phase 2 with the ev
 alongside -> run_inference on the held-out images) and asserts that every stage did its job and
 that the model learned: held-out captions name the right colour and shape well above chance,
 perplexity far below the vocabulary size, training and evaluator events for the checkpoints.
-Phase 2 runs 200 steps: its first ~100 (Adam training the random Inception) make the
-checkpoint's captions worse before they get better than after phase 1.
+At this scale (400+200 steps) the model names the colour of nearly every held-out image (measured:
+100%) and the shape of some (colour and shape: 30%, chance 3.3%); the demo's 600+500 steps reach
+62-65%.
 """
 
 import os
@@ -36,8 +37,8 @@ class DemoTest(unittest.TestCase):
       self.assertLess(last["Perplexity"], result.vocab_size / 4)
       self.assertIn("CIDEr", last)
       # Chance: 1/6 for the colour, 1/30 for colour and shape.
-      self.assertGreater(result.colour_accuracy, 0.4)
-      self.assertGreater(result.accuracy, 3 * result.chance)
+      self.assertGreater(result.colour_accuracy, 0.8)
+      self.assertGreater(result.accuracy, 4 * result.chance)
 
 
 if __name__ == "__main__":

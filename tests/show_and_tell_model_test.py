@@ -62,6 +62,38 @@ class ImageEmbeddingBatchNormTest(tf.test.TestCase):
     self.assertGreater(float(tf.reduce_max(tf.abs(h0 - h1))), 1e-4)
 
 
+class InceptionBatchNormMomentumTest(tf.test.TestCase):
+  """model.inception_batch_norm_momentum: how fast phase 2 moves Inception's statistics."""
+
+  def _first_moving_mean_after_a_training_pass(self, momentum):
+    tf.keras.utils.set_random_seed(5)
+    config = td.tiny_config(vocab_size=20, units=16).model
+    config.inception_batch_norm_momentum = momentum
+    model = show_and_tell_model.ShowAndTellModel(config, train_inception=True)
+    model.build_all()
+    norms = [l for l in model.inception.layers
+             if isinstance(l, tf.keras.layers.BatchNormalization)]
+    self.assertLen(norms, 94)
+    self.assertEqual({l.momentum for l in norms}, {momentum})
+    self.assertAllEqual(norms[0].moving_mean, tf.zeros_like(norms[0].moving_mean))
+    images = tf.random.stateless_uniform([4, 75, 75, 3], seed=[1, 2], minval=-1, maxval=1)
+    model.image_features(images, training=True)
+    return norms[0].moving_mean.numpy()
+
+  def test_moving_statistics_follow_the_configured_momentum(self):
+    # From 0, one update gives (1 - momentum) x the batch mean: 10x more at 0.9 than at 0.99.
+    fast = self._first_moving_mean_after_a_training_pass(0.9)
+    slow = self._first_moving_mean_after_a_training_pass(0.99)
+    self.assertGreater(float(abs(fast).max()), 0.0)
+    self.assertAllClose(fast, 10.0 * slow, rtol=1e-3, atol=1e-6)
+
+  def test_out_of_range_momentum_is_named(self):
+    config = td.tiny_config().model
+    config.inception_batch_norm_momentum = 1.5
+    with self.assertRaisesRegex(ValueError, "inception_batch_norm_momentum"):
+      show_and_tell_model.ShowAndTellModel(config)
+
+
 class TinyModelTest(tf.test.TestCase):
 
   @classmethod

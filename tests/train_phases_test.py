@@ -116,12 +116,21 @@ class TwoPhasesTest(tf.test.TestCase):
     self.assertAllClose([scalars["learning_rate"][s] for s in range(1, 7)],
                         [2.0, 2.0, 0.0003, 0.0003, 0.0003, 0.0003])
 
-  def test_unknown_optimizer_is_named(self):
-    config = td.tiny_config(train_inception_optimizer="Adagrad").training
-    self.assertIsInstance(training.make_optimizer(config, False, 0.1),
-                          tf.keras.optimizers.legacy.SGD)
+  def test_unknown_optimizer_is_named_when_phase_1_starts(self):
+    config = td.tiny_config(train_inception_optimizer="Adagrad")
     with self.assertRaisesRegex(ValueError, "train_inception_optimizer 'Adagrad'"):
-      training.make_optimizer(config, True, 0.1)
+      training.make_optimizer(config.training, False, 0.1)
+    tmp = self.create_tempdir().full_path
+    pattern = td.write_shards(os.path.join(tmp, "data"), td.colour_examples(CAPTIONS), 1)
+    train_dir = os.path.join(tmp, "train")
+    # Phase 1 itself would use SGD, but the phase-2 typo is reported before anything is written.
+    with self.assertRaisesRegex(ValueError, "train_inception_optimizer 'Adagrad'"):
+      training.train(config, training.TrainOptions(
+          input_file_pattern=pattern, train_dir=train_dir, number_of_steps=2))
+    self.assertFalse(tf.io.gfile.exists(train_dir))
+    config = td.tiny_config(optimizer="Momentum")
+    with self.assertRaisesRegex(ValueError, "training.optimizer 'Momentum'"):
+      training.make_optimizer(config.training, True, 0.1)
 
 
 if __name__ == "__main__":
