@@ -32,19 +32,24 @@ def _uniform(scale: float) -> tf.keras.initializers.Initializer:
   return tf.keras.initializers.RandomUniform(minval=-scale, maxval=scale)
 
 
+def check_config(config: configuration.ModelConfig) -> None:
+  """A ValueError naming the field for a model setting no model can be built with."""
+  if not 0.0 <= config.inception_batch_norm_momentum <= 1.0:
+    raise ValueError("model.inception_batch_norm_momentum must be in [0, 1], not "
+                     f"{config.inception_batch_norm_momentum}")
+
+
 class ShowAndTellModel(tf.keras.Model):
   """Show and Tell with the original im2txt's architecture; sizes from a ModelConfig."""
 
   def __init__(self, config: configuration.ModelConfig, train_inception: bool = False,
                **kwargs):
     super().__init__(name="show_and_tell", **kwargs)
+    check_config(config)
     self.config = config
     self.inception = tf.keras.applications.InceptionV3(
         include_top=False, weights=None, pooling="avg",
         input_shape=(config.image_height, config.image_width, 3))
-    if not 0.0 <= config.inception_batch_norm_momentum <= 1.0:
-      raise ValueError("model.inception_batch_norm_momentum must be in [0, 1], not "
-                       f"{config.inception_batch_norm_momentum}")
     for layer in self._inception_batch_norms():
       layer.momentum = config.inception_batch_norm_momentum
     self.inception_dropout = tf.keras.layers.Dropout(

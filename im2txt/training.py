@@ -161,6 +161,7 @@ def make_optimizer(config: configuration.TrainingConfig, train_inception: bool,
   name = config.train_inception_optimizer if train_inception else config.optimizer
   if name == "SGD":
     return tf.keras.optimizers.legacy.SGD(learning_rate=learning_rate)
+  # check_optimizer_names leaves Adam as the only other name.
   return tf.keras.optimizers.legacy.Adam(learning_rate=learning_rate)
 
 
@@ -373,7 +374,9 @@ def _validate(options: TrainOptions) -> None:
 def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   """Trains until the global step reaches options.number_of_steps (or SIGTERM); see the module."""
   _validate(options)
+  # Config errors are reported before anything is written (a phase-2 typo fails in phase 1).
   check_optimizer_names(config.training)
+  show_and_tell_model.check_config(config.model)
   # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
   strategy = make_strategy(options.strategy, options.devices)
   previous_policy = tf.keras.mixed_precision.global_policy()

@@ -46,7 +46,7 @@ def count_words(token_lists: Iterable[Sequence[str]]) -> collections.Counter:
 
 
 def sorted_word_counts(counts: Dict[str, int], min_word_count: int) -> List[Tuple[str, int]]:
-  """Words seen at least `min_word_count` times, most frequent first, ties by word (deterministic)."""
+  """Words seen at least `min_word_count` times, most frequent first, ties by word."""
   kept = [(w, c) for w, c in counts.items() if c >= min_word_count]
   kept.sort(key=lambda wc: (-wc[1], wc[0]))
   return kept

@@ -87,6 +87,15 @@ class InceptionBatchNormMomentumTest(tf.test.TestCase):
     self.assertGreater(float(abs(fast).max()), 0.0)
     self.assertAllClose(fast, 10.0 * slow, rtol=1e-3, atol=1e-6)
 
+  def test_calibration_keeps_the_configured_momentum(self):
+    config = td.tiny_config(vocab_size=20, units=16).model
+    config.inception_batch_norm_momentum = 0.9
+    model = show_and_tell_model.ShowAndTellModel(config)
+    model.calibrate_inception_batch_norm(
+        tf.random.stateless_uniform([4, 75, 75, 3], seed=[1, 2], minval=-1, maxval=1))
+    self.assertEqual({l.momentum for l in model.inception.layers
+                      if isinstance(l, tf.keras.layers.BatchNormalization)}, {0.9})
+
   def test_out_of_range_momentum_is_named(self):
     config = td.tiny_config().model
     config.inception_batch_norm_momentum = 1.5

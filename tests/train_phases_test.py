@@ -116,7 +116,7 @@ class TwoPhasesTest(tf.test.TestCase):
     self.assertAllClose([scalars["learning_rate"][s] for s in range(1, 7)],
                         [2.0, 2.0, 0.0003, 0.0003, 0.0003, 0.0003])
 
-  def test_unknown_optimizer_is_named_when_phase_1_starts(self):
+  def test_config_errors_are_named_before_anything_is_written(self):
     config = td.tiny_config(train_inception_optimizer="Adagrad")
     with self.assertRaisesRegex(ValueError, "train_inception_optimizer 'Adagrad'"):
       training.make_optimizer(config.training, False, 0.1)
@@ -131,6 +131,12 @@ class TwoPhasesTest(tf.test.TestCase):
     config = td.tiny_config(optimizer="Momentum")
     with self.assertRaisesRegex(ValueError, "training.optimizer 'Momentum'"):
       training.make_optimizer(config.training, True, 0.1)
+    config = td.tiny_config()
+    config.model.inception_batch_norm_momentum = -0.1
+    with self.assertRaisesRegex(ValueError, "inception_batch_norm_momentum"):
+      training.train(config, training.TrainOptions(
+          input_file_pattern=pattern, train_dir=train_dir, number_of_steps=2))
+    self.assertFalse(tf.io.gfile.exists(train_dir))
 
 
 if __name__ == "__main__":
