@@ -171,7 +171,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
     common = [f"--input_file_pattern={data_dir}/train-*", f"--train_dir={train_dir}",
               f"--config_file={config_file}", "--log_every_n_steps=50", f"--seed={options.seed}"]
     _log(f"4/7 phase 1: Inception frozen, {options.phase1_steps} steps")
-    _run("im2txt.train", common + ["--train_inception=false",
+    # The sample dataset has no pretrained Inception: it starts random, on purpose.
+    _run("im2txt.train", common + ["--train_inception=false", "--inception_checkpoint_file=random",
                                    f"--number_of_steps={options.phase1_steps}"],
          os.path.join(logs, "train_phase1.log"))
     _log(f"5/7 phase 2: everything trained, to step {total_steps}")

@@ -97,6 +97,10 @@ class TrainingConfig:
   clip_gradients: float = 5.0
   # L2 weight decay on Inception's weights in phase 2 (slim's inception_v3 arg scope).
   inception_weight_decay: float = 0.00004
+  # A fresh run without --inception_checkpoint_file starts Inception from random weights (True)
+  # or stops with an error (False: a forgotten flag must not cost days of accelerator time on a
+  # random encoder). --inception_checkpoint_file=random asks for random weights either way.
+  allow_random_inception: bool = False
   # Number of checkpoints kept by the CheckpointManager.
   max_checkpoints_to_keep: int = 5
   # A checkpoint is written every this many steps, and at the end of training.
@@ -200,6 +204,8 @@ def small_config() -> Config:
           # hundred steps (the original's SGD at 0.0005 would take far longer).
           train_inception_optimizer="Adam",
           train_inception_learning_rate=0.0003,
+          # The sample dataset has no pretrained Inception: it starts random, by default.
+          allow_random_inception=True,
           save_checkpoint_steps=200,
           save_checkpoint_secs=0,
           summary_every_n_steps=10,

@@ -100,15 +100,25 @@ class CaptionReferences(NamedTuple):
   references: Dict[int, List[str]]
 
 
-def load_caption_references(file_pattern: str, num_images: int) -> CaptionReferences:
-  """Reads the val split once: the first `num_images` distinct images and all their captions."""
+def load_caption_references(file_pattern: str, num_images: int,
+                            vocab: Optional[vocabulary.Vocabulary] = None) -> CaptionReferences:
+  """Reads the val split once: the first `num_images` distinct images and all their captions.
+
+  References are the records' token strings. Records holding only what the original's reader
+  reads have none: their caption ids are mapped back to words through `vocab` (so a word not in
+  the vocabulary reads <UNK> there), and their images, without ids, are told apart by content.
+  """
   files = inputs.list_input_files(file_pattern)
   records = tf.data.TFRecordDataset(files).map(
       sequence_example.parse_sequence_example, num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True)
   image_ids, image_data, references, undecodable = [], [], {}, set()
+  # Records without image/image_id (-1) are grouped by their image bytes, under ids -1, -2, ...
+  unnamed_ids: Dict[bytes, int] = {}
   for record in records:
     image_id = int(record["image_id"])
+    if image_id == -1:
+      image_id = unnamed_ids.setdefault(record["image_data"].numpy(), -1 - len(unnamed_ids))
     if image_id not in references:
       if len(image_ids) >= num_images or image_id in undecodable:
         continue
@@ -123,6 +133,11 @@ def load_caption_references(file_pattern: str, num_images: int) -> CaptionRefere
       image_data.append(record["image_data"].numpy())
       references[image_id] = []
     tokens = [t.decode("utf-8") for t in record["caption"].numpy()]
+    if not tokens:
+      if vocab is None:
+        raise ValueError(f"{file_pattern}: image {image_id} has a caption without token "
+                         "strings (image/caption); a vocabulary is needed to read its ids")
+      tokens = [vocab.id_to_word(i) for i in record["caption_ids"].numpy().tolist()]
     if tokens and tokens[0] == vocabulary.START_WORD:
       tokens = tokens[1:]
     if tokens and tokens[-1] == vocabulary.END_WORD:
@@ -163,7 +178,7 @@ class CheckpointEvaluator:
     self.caption_images = None
     if vocab is not None and config.eval.num_caption_images > 0:
       self.caption_images = load_caption_references(input_file_pattern,
-                                                    config.eval.num_caption_images)
+                                                    config.eval.num_caption_images, vocab)
       self._images = tf.data.Dataset.from_tensor_slices(self.caption_images.image_data).map(
           lambda data: image_processing.process_image(data, c, is_training=False),
           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,

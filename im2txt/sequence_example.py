@@ -5,6 +5,9 @@ One record per (image, caption) pair, compatible with the original im2txt:
                  image/data      bytes   the JPEG file's bytes
   feature_lists: image/caption      bytes per token  (<S> ... </S>)
                  image/caption_ids  int64 per token  (vocabulary ids of those tokens)
+The original's reader reads only image/data and image/caption_ids, so parsing requires only
+those two: a record without image/caption parses with an empty caption, one without
+image/image_id with image_id -1.
 """
 
 from typing import Dict, Sequence
@@ -39,8 +42,8 @@ def make_sequence_example(image_id: int, image_data: bytes, tokens: Sequence[str
 def parse_sequence_example(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
   """Parses one serialized record (a scalar string tensor) inside tf.data.
 
-  Returns image_id (int64 scalar), image_data (string scalar), caption (string [T]) and
-  caption_ids (int64 [T]).
+  Returns image_id (int64 scalar, -1 if missing), image_data (string scalar), caption (string
+  [T], [0] if missing) and caption_ids (int64 [T]).
   """
   context, sequence = tf.io.parse_single_sequence_example(
       serialized,
@@ -49,7 +52,8 @@ def parse_sequence_example(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
           IMAGE_DATA_FEATURE: tf.io.FixedLenFeature([], dtype=tf.string),
       },
       sequence_features={
-          CAPTION_FEATURE: tf.io.FixedLenSequenceFeature([], dtype=tf.string),
+          CAPTION_FEATURE: tf.io.FixedLenSequenceFeature([], dtype=tf.string,
+                                                         allow_missing=True),
           CAPTION_IDS_FEATURE: tf.io.FixedLenSequenceFeature([], dtype=tf.int64),
       })
   return {
@@ -65,8 +69,11 @@ def parse_sequence_example_proto(serialized: bytes) -> dict:
   example = tf.train.SequenceExample.FromString(serialized)
   context = example.context.feature
   lists = example.feature_lists.feature_list
+  # parse_sequence_example's defaults; a missing image/caption reads as an empty list.
+  image_id = (context[IMAGE_ID_FEATURE].int64_list.value[0]
+              if IMAGE_ID_FEATURE in context else -1)
   return {
-      "image_id": context[IMAGE_ID_FEATURE].int64_list.value[0],
+      "image_id": image_id,
       "image_data": context[IMAGE_DATA_FEATURE].bytes_list.value[0],
       "caption": [f.bytes_list.value[0].decode("utf-8") for f in lists[CAPTION_FEATURE].feature],
       "caption_ids": [f.int64_list.value[0] for f in lists[CAPTION_IDS_FEATURE].feature],

@@ -23,6 +23,7 @@ from typing import List, Tuple
 import tensorflow as tf
 
 from im2txt import configuration
+from im2txt import slim_inception
 from im2txt import tfa_ops
 
 State = Tuple[tf.Tensor, tf.Tensor]
@@ -152,9 +153,12 @@ class ShowAndTellModel(tf.keras.Model):
   # --- Inception initialisation ------------------------------------------------------------
 
   def load_inception_weights(self, path: str) -> None:
-    """Loads a Keras InceptionV3 (include_top=False) `.h5` weights file; nothing is downloaded."""
-    if not tf.io.gfile.exists(path):
-      raise FileNotFoundError(f"--inception_checkpoint_file: no such file: {path}")
+    """Loads InceptionV3's weights from a local file, recognised by its content; nothing is
+    downloaded: a TF-slim checkpoint (`inception_v3.ckpt`, as the original im2txt used, or any
+    checkpoint with slim's `InceptionV3/...` variables) or a Keras no-top `.h5` weights file."""
+    if slim_inception.weights_file_format(path) == slim_inception.SLIM_CHECKPOINT:
+      slim_inception.load_checkpoint(self.inception, path)
+      return
     try:
       self.inception.load_weights(path)
     except (ValueError, OSError) as e:

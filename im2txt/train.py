@@ -2,7 +2,7 @@ r"""Trains the Show and Tell model (phase 1, then phase 2 with --train_inception
 
   bazel run //im2txt:train -- \
     --input_file_pattern="${DATA}/train-?????-of-00256" \
-    --inception_checkpoint_file="${HOME}/inception_v3_notop.h5" \
+    --inception_checkpoint_file="${HOME}/inception_v3.ckpt" \
     --train_dir="${MODEL}/train" --number_of_steps=1000000
   # then, on the same train_dir:
   bazel run //im2txt:train -- --input_file_pattern=... --train_dir="${MODEL}/train" \
@@ -11,6 +11,8 @@ r"""Trains the Show and Tell model (phase 1, then phase 2 with --train_inception
 The configuration is --config_file if given, else train_dir/config.json from an earlier run
 (a restart or phase 2 keeps the configuration it was started with), else --preset.
 """
+
+import sys
 
 from absl import app
 from absl import flags
@@ -24,8 +26,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("input_file_pattern", None,
                     "File pattern(s) of sharded TFRecord input files (comma-separated).")
 flags.DEFINE_string("inception_checkpoint_file", "",
-                    "Keras InceptionV3 no-top .h5 weights, used only when train_dir has no "
-                    "checkpoint yet; without it Inception starts from random weights.")
+                    "Inception's initial weights, read only when train_dir has no checkpoint "
+                    "yet: a TF-slim InceptionV3 checkpoint (inception_v3.ckpt, as the original "
+                    "im2txt), a Keras no-top .h5 weights file, or 'random' for random weights "
+                    "(the default preset requires one of them; the small preset starts random).")
 flags.DEFINE_string("train_dir", None, "Directory for checkpoints, config.json and summaries.")
 flags.DEFINE_boolean("train_inception", False, "Whether to train the Inception submodel too.")
 flags.DEFINE_integer("number_of_steps", 1000000, "Global step at which training stops.")
@@ -64,8 +68,13 @@ def main(argv):
       seed=FLAGS.seed)
   # MultiWorkerMirroredStrategy must be created before TensorFlow runs any op; reading the
   # configuration only touches files.
-  config = training.resolve_config(FLAGS.train_dir, FLAGS.preset, FLAGS.config_file)
-  training.train(config, options)
+  try:
+    config = training.resolve_config(FLAGS.train_dir, FLAGS.preset, FLAGS.config_file)
+    training.train(config, options)
+  except (ValueError, FileNotFoundError) as e:  # Bad flags, config or input, named.
+    print(f"Error: {e}", file=sys.stderr)
+    return 2
+  return 0
 
 
 if __name__ == "__main__":

@@ -36,12 +36,15 @@ import tensorflow as tf
 from im2txt import configuration
 from im2txt import inputs
 from im2txt import show_and_tell_model
+from im2txt import slim_inception
 from im2txt import training_summaries
 
 STRATEGIES = ("mirrored", "multi_worker", "default")
 OPTIMIZERS = ("SGD", "Adam")
 MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 _SUM = tf.distribute.ReduceOp.SUM
+# --inception_checkpoint_file value asking for a randomly initialised Inception.
+RANDOM_INCEPTION = "random"
 # Number of training images on which a random Inception's batch-norm statistics are calibrated.
 _CALIBRATION_IMAGES = 64
 
@@ -60,7 +63,9 @@ class TrainOptions:
   number_of_steps: int = 1000000
   # A progress line is logged every this many steps.
   log_every_n_steps: int = 1
-  # Keras InceptionV3 no-top `.h5` weights; used only when train_dir has no checkpoint yet.
+  # Inception's initial weights, used only when train_dir has no checkpoint yet: a TF-slim
+  # InceptionV3 checkpoint (the original's inception_v3.ckpt), a Keras no-top `.h5` weights file,
+  # or RANDOM_INCEPTION; empty: random only if config.training.allow_random_inception.
   inception_checkpoint_file: str = ""
   # "mirrored" (all local GPUs, or the CPU), "multi_worker" (TF_CONFIG) or "default" (none).
   strategy: str = "mirrored"
@@ -286,9 +291,24 @@ def _count_skipped_records(pattern: str) -> int:
   return skipped
 
 
+def check_inception_source(config: configuration.Config, options: TrainOptions) -> None:
+  """A fresh run knows where Inception's weights come from, before anything is written."""
+  source = options.inception_checkpoint_file
+  if source == RANDOM_INCEPTION or tf.train.latest_checkpoint(options.train_dir):
+    return
+  if not source and not config.training.allow_random_inception:
+    raise ValueError(
+        f"{options.train_dir} has no checkpoint yet and no --inception_checkpoint_file was given: "
+        "training would start from a random InceptionV3. Pass a TF-slim inception_v3.ckpt (as "
+        "the original im2txt) or a Keras no-top .h5 weights file, or "
+        f"--inception_checkpoint_file={RANDOM_INCEPTION} to start from random weights on purpose.")
+  if source:
+    slim_inception.weights_file_format(source)  # Its errors name the file and what it lacks.
+
+
 def _initialise_inception(model, config, options, global_batch: int) -> None:
   """A fresh run's Inception: the weights file, or random weights with calibrated batch norm."""
-  if options.inception_checkpoint_file:
+  if options.inception_checkpoint_file not in ("", RANDOM_INCEPTION):
     model.load_inception_weights(options.inception_checkpoint_file)
     logging.info("Inception weights loaded from %s", options.inception_checkpoint_file)
     return
@@ -300,9 +320,9 @@ def _initialise_inception(model, config, options, global_batch: int) -> None:
                                 seed=options.seed if options.seed is not None else 0)
   images = _next(iter(dataset), options.input_file_pattern)["images"]
   model.calibrate_inception_batch_norm(images)
-  logging.warning("No --inception_checkpoint_file: Inception starts from random weights; its "
+  logging.warning("Inception starts from random weights (--inception_checkpoint_file=%s); its "
                   "batch-norm statistics were calibrated on %d training images.",
-                  images.shape[0])
+                  options.inception_checkpoint_file or "<none>", images.shape[0])
 
 
 def _restore_or_initialise(model, step, optimizer, config, options: TrainOptions,
@@ -377,6 +397,7 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   # Config errors are reported before anything is written (a phase-2 typo fails in phase 1).
   check_optimizer_names(config.training)
   show_and_tell_model.check_config(config.model)
+  check_inception_source(config, options)
   # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
   strategy = make_strategy(options.strategy, options.devices)
   previous_policy = tf.keras.mixed_precision.global_policy()

@@ -4,14 +4,19 @@
 (the original writes no trailing newline). A word's id is its line number; `<UNK>` is not in the
 file and takes id = number of lines. `<S>` and `</S>` must be in the file.
 
+The original builder run under Python 3 wrote each word as a bytes literal (`b'a' 969108`,
+`b"it's" 12`, `b'caf\\xc3\\xa9' 7`); such files are read as the plain words, with the same ids.
+
 The same `tokenize_caption` builds the vocabulary (Beam job), the training records and the
 evaluator's references, so the three always agree.
 """
 
+import ast
 import collections
 import os
 from typing import Dict, Iterable, List, Sequence, Tuple
 
+from absl import logging
 import tensorflow as tf
 from nltk.tokenize import NLTKWordTokenizer
 
@@ -68,6 +73,25 @@ def write_word_counts(path: str, word_counts: Sequence[Tuple[str, int]]) -> None
   tf.io.gfile.rename(tmp_path, path, overwrite=True)
 
 
+def _decode_bytes_literal(token: str, where: str) -> str:
+  """b'caf\\xc3\\xa9' -> café. Only a lone bytes literal is evaluated (ast.literal_eval runs no
+  code), so a malformed line is an error naming `where`, not a word."""
+  quote = token[1:2]
+  value = None
+  if len(token) >= 3 and token[0] == "b" and quote in ("'", '"') and token[-1] == quote:
+    try:
+      value = ast.literal_eval(token)
+    except (ValueError, SyntaxError):
+      pass
+  if not isinstance(value, bytes):
+    raise ValueError(f"{where}: expected a bytes literal such as b'word' (the file's format), "
+                     f"got {token!r}")
+  try:
+    return value.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{where}: {token!r} is not UTF-8: {e}") from e
+
+
 class Vocabulary:
   """Maps words to ids and back, read from a word_counts.txt file."""
 
@@ -94,14 +118,23 @@ class Vocabulary:
       raise FileNotFoundError(f"Vocabulary file not found: {path}")
     with tf.io.gfile.GFile(path, "rb") as f:
       text = f.read().decode("utf-8")
-    words = []
+    words, bytes_literals = [], None
     for line_number, line in enumerate(text.split("\n"), start=1):
       parts = line.split()
       if not parts:
         continue
       if len(parts) > 2:
         raise ValueError(f"{path}:{line_number}: expected 'word count', got {line!r}")
-      words.append(parts[0])
+      word = parts[0]
+      if bytes_literals is None:
+        # A file is all in one format or the other: its first word tells which.
+        bytes_literals = word[:2] in ("b'", 'b"')
+      if bytes_literals:
+        word = _decode_bytes_literal(word, f"{path}:{line_number}")
+      words.append(word)
+    if bytes_literals:
+      logging.warning("%s was written by the original im2txt builder under Python 3 (words as "
+                      "bytes literals such as b'a'); read it as plain words", path)
     return cls(words, source=path)
 
   def __len__(self) -> int:

@@ -11,6 +11,7 @@ import tensorflow as tf
 from im2txt import evaluation
 from im2txt import image_processing
 from im2txt import sequence_example
+from im2txt import vocabulary
 from tests import evaluation_testdata as testdata
 
 
@@ -91,6 +92,55 @@ class EvaluationTest(tf.test.TestCase):
     refs = evaluation.load_caption_references(path, num_images=2)
     self.assertEqual(refs.image_ids, [6])
     self.assertEqual(refs.references, {6: ["a"]})
+
+  def _write_records(self, name, records, with_tokens, with_image_id=True):
+    """(shard, image id, caption) records in one file; with_tokens=False drops the token
+    strings, with_image_id=False the image id: together, records holding only what the original's
+    reader reads."""
+    vocab = vocabulary.Vocabulary(testdata.VOCAB_WORDS)
+    path = os.path.join(self.tmp.name, name)
+    with tf.io.TFRecordWriter(path) as writer:
+      for _, image_id, caption in records:
+        tokens = vocabulary.caption_tokens(caption)
+        example = sequence_example.make_sequence_example(
+            image_id, testdata.jpeg(image_id), tokens, vocab.ids(tokens))
+        if not with_tokens:
+          del example.feature_lists.feature_list[sequence_example.CAPTION_FEATURE]
+        if not with_image_id:
+          del example.context.feature[sequence_example.IMAGE_ID_FEATURE]
+        writer.write(example.SerializeToString())
+    return path
+
+  def test_references_of_records_without_tokens_come_from_the_ids(self):
+    vocab = vocabulary.Vocabulary(testdata.VOCAB_WORDS)
+    in_vocab = [r for r in testdata.RECORDS if "the" not in r[2].split()]
+    with_tokens = evaluation.load_caption_references(
+        self._write_records("tokens", in_vocab, with_tokens=True), 100)
+    without = self._write_records("ids-only", in_vocab, with_tokens=False)
+    self.assertEqual(evaluation.load_caption_references(without, 100, vocab), with_tokens)
+    # A word missing from the vocabulary is <UNK> in the ids.
+    unknown = self._write_records("unknown", [(0, 11, "dog on the grass")], with_tokens=False)
+    self.assertEqual(evaluation.load_caption_references(unknown, 1, vocab).references,
+                     {11: ["dog on <UNK> grass"]})
+    # Without a vocabulary the ids cannot be read: an error, not empty references.
+    with self.assertRaisesRegex(ValueError, "image 11 has a caption without token strings"):
+      evaluation.load_caption_references(without, 100)
+
+  def test_records_without_image_ids_are_grouped_by_image(self):
+    vocab = vocabulary.Vocabulary(testdata.VOCAB_WORDS)
+    in_vocab = [r for r in testdata.RECORDS if "the" not in r[2].split()]
+    with_ids = evaluation.load_caption_references(
+        self._write_records("ids", in_vocab, with_tokens=True), 100)
+    without = evaluation.load_caption_references(
+        self._write_records("no-ids", in_vocab, with_tokens=False, with_image_id=False), 100,
+        vocab)
+    # The same images, in the same order, under ids -1, -2, ..., with the same references.
+    renamed = {image_id: -1 - i for i, image_id in enumerate(with_ids.image_ids)}
+    self.assertGreater(len(renamed), 1)
+    self.assertEqual(without.image_ids, [renamed[i] for i in with_ids.image_ids])
+    self.assertEqual(without.image_data, with_ids.image_data)
+    self.assertEqual(without.references,
+                     {renamed[i]: refs for i, refs in with_ids.references.items()})
 
   def test_compiled_once_across_checkpoints(self):
     for step, seed in ((30, 4), (40, 5)):

@@ -14,6 +14,35 @@ def _config(**overrides) -> configuration.ModelConfig:
   return dataclasses.replace(configuration.small_config().model, **overrides)
 
 
+def _legacy_bilinear_resize(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+  """TF1's ResizeBilinear (align_corners=False, no half-pixel centres) in NumPy, float64.
+
+  Output row y samples input row in_y = y * in_h / out_h: rows y0 = floor(in_y) and
+  y1 = min(y0 + 1, in_h - 1), mixed by dy = in_y - y0; columns likewise. in_y is computed in
+  float32 as the kernel does: near row 600 float32's spacing (6e-5) exceeds the tests' tolerance.
+  """
+  def source(out_size, in_size):
+    coord = (np.arange(out_size, dtype=np.float32) * np.float32(in_size / out_size))
+    coord = coord.astype(np.float64)
+    low = np.floor(coord).astype(np.int64)
+    return low, np.minimum(low + 1, in_size - 1), coord - low
+
+  y0, y1, dy = source(out_h, image.shape[0])
+  x0, x1, dx = source(out_w, image.shape[1])
+  image = image.astype(np.float64)
+  rows = image[y0] + (image[y1] - image[y0]) * dy[:, None, None]
+  return rows[:, x0] + (rows[:, x1] - rows[:, x0]) * dx[None, :, None]
+
+
+def _central_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  top, left = (image.shape[0] - height) // 2, (image.shape[1] - width) // 2
+  return image[top:top + height, left:left + width]
+
+
+def _random_image(height: int, width: int) -> np.ndarray:
+  return np.random.default_rng(height * 1000 + width).random([height, width, 3], np.float32)
+
+
 class DecodeTest(tf.test.TestCase):
 
   def test_rgb_jpeg_to_float_in_unit_range(self):
@@ -142,6 +171,81 @@ class TrainPreprocessingTest(tf.test.TestCase):
         self.assertLen(matches, 1)
         offsets.add(matches[0])
     self.assertGreater(len(offsets), 3)
+
+
+class LegacyResizeTest(tf.test.TestCase):
+  """The original's resize (TF1 bilinear, no half-pixel centres) at its sizes: 346 -> 299."""
+
+  # (height, width): landscape and portrait photos, odd sizes, already 346, an upscale.
+  SIZES = [(480, 640), (640, 480), (333, 500), (457, 123), (346, 346), (150, 200)]
+
+  def _expected(self, image, config):
+    resized = _legacy_bilinear_resize(image, config.resize_height, config.resize_width)
+    return (_central_crop(resized, config.image_height, config.image_width) - 0.5) * 2.0
+
+  def test_eval_preprocessing_is_the_legacy_resize_then_central_crop(self):
+    config = configuration.ModelConfig()
+    for height, width in self.SIZES:
+      image = _random_image(height, width)
+      out = image_processing.preprocess_image(tf.constant(image), config, is_training=False)
+      self.assertEqual(out.dtype, tf.float32)
+      self.assertEqual(out.shape, (299, 299, 3))
+      diff = np.max(np.abs(out.numpy() - self._expected(image, config)))
+      self.assertLess(diff, 1e-5, f"{height}x{width}")
+      # The original's own calls, through TF's v1 API.
+      legacy = tf.compat.v1.image.resize_images(image, [346, 346],
+                                                method=tf.image.ResizeMethod.BILINEAR)
+      legacy = (tf.image.resize_with_crop_or_pad(legacy, 299, 299) - 0.5) * 2.0
+      self.assertAllEqual(out, legacy)
+
+  def test_jpeg_through_process_image(self):
+    config = configuration.ModelConfig()
+    pixels = (_random_image(480, 640) * 255).astype(np.uint8)
+    encoded = tf.io.encode_jpeg(pixels, quality=90)
+    out = image_processing.process_image(encoded, config, is_training=False)
+    decoded = tf.io.decode_jpeg(encoded, channels=3).numpy() / 255.0
+    self.assertLess(np.max(np.abs(out.numpy() - self._expected(decoded, config))), 1e-5)
+
+  def test_tf2_half_pixel_resize_differs(self):
+    # What preprocessing did before: the tests above would catch a return to it.
+    config = configuration.ModelConfig()
+    image = _random_image(480, 640)
+    tf2 = tf.image.resize(image, [346, 346], method=tf.image.ResizeMethod.BILINEAR)
+    tf2 = (tf.image.resize_with_crop_or_pad(tf2, 299, 299) - 0.5) * 2.0
+    self.assertGreater(np.max(np.abs(tf2.numpy() - self._expected(image, config))), 0.01)
+
+  def test_training_crop_is_a_window_of_the_legacy_resize(self):
+    # Without colour distortions a training image is a 75x75 window of the 80x80 resize, or
+    # its mirror.
+    config = _config(distort_colors=False)
+    image = _random_image(90, 120)
+    resized = (_legacy_bilinear_resize(image, 80, 80) - 0.5) * 2.0
+    for seed in range(4):
+      out = image_processing.preprocess_image(tf.constant(image), config, is_training=True,
+                                              seed=seed).numpy()
+      matches = [(r, c, flip) for r in range(6) for c in range(6) for flip in (False, True)
+                 if np.max(np.abs((out[:, ::-1] if flip else out) -
+                                  resized[r:r + 75, c:c + 75])) < 1e-5]
+      self.assertLen(matches, 1)
+
+  def test_dynamic_shape_in_tf_function_and_tf_data(self):
+    config = _config(distort_colors=False)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)])
+    def preprocess(image):
+      return (image_processing.preprocess_image(image, config, is_training=False),
+              image_processing.preprocess_image(image, config, is_training=True, seed=7))
+
+    images = [_random_image(60, 90), _random_image(97, 41)]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(images), output_signature=tf.TensorSpec([None, None, 3], tf.float32))
+    dataset = dataset.map(preprocess)
+    self.assertEqual(dataset.element_spec[0].shape, (75, 75, 3))
+    for image, (eval_out, train_out) in zip(images, dataset):
+      self.assertAllEqual(eval_out, image_processing.preprocess_image(
+          tf.constant(image), config, is_training=False))
+      self.assertAllEqual(train_out, image_processing.preprocess_image(
+          tf.constant(image), config, is_training=True, seed=7))
 
 
 if __name__ == "__main__":

@@ -180,5 +180,56 @@ class BadRecordTest(tf.test.TestCase):
     self.assertEqual(ids, {0, 1, 2, 3})
 
 
+class OriginalReaderRecordsTest(tf.test.TestCase):
+  """Records holding only what the original's reader reads: image/data and image/caption_ids."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.dir = tempfile.mkdtemp()
+    cls.addClassCleanup(shutil.rmtree, cls.dir, True)
+    examples = td.colour_examples(CAPTIONS, textured=True)
+    cls.full = td.write_shards(os.path.join(cls.dir, "full"), examples, num_shards=2)
+    cls.bare = cls._write_bare_shards(os.path.join(cls.dir, "bare"), examples, num_shards=2)
+    cls.config = td.tiny_config(batch_size=3)
+
+  @staticmethod
+  def _write_bare_shards(directory, examples, num_shards):
+    """td.write_shards' records (same shards, same order) without tokens and image ids."""
+    os.makedirs(directory)
+    paths = [os.path.join(directory, f"train-{i:05d}-of-{num_shards:05d}")
+             for i in range(num_shards)]
+    writers = [tf.io.TFRecordWriter(p) for p in paths]
+    for i, (_, jpeg, caption) in enumerate(examples):
+      example = tf.train.SequenceExample()
+      example.context.feature["image/data"].bytes_list.value.append(jpeg)
+      ids = example.feature_lists.feature_list["image/caption_ids"]
+      for word_id in [td.START_ID] + caption + [td.END_ID]:
+        ids.feature.add().int64_list.value.append(word_id)
+      writers[i % num_shards].write(example.SerializeToString())
+    for writer in writers:
+      writer.close()
+    return os.path.join(directory, f"train-?????-of-{num_shards:05d}")
+
+  def _assert_same_batches(self, full_batches, bare_batches, num_batches):
+    self.assertLen(full_batches, num_batches)
+    self.assertLen(bare_batches, num_batches)
+    for full, bare in zip(full_batches, bare_batches):
+      for key in ("input_seqs", "target_seqs", "input_mask", "images"):
+        self.assertAllEqual(full[key], bare[key])
+      self.assertAllEqual(bare["image_ids"], tf.fill(tf.shape(full["image_ids"]), -1))
+
+  def test_training_batches_equal_those_of_full_records(self):
+    def batches(pattern):
+      dataset = inputs.make_dataset(pattern, self.config, is_training=True, seed=4)
+      return list(dataset.take(5))
+    self._assert_same_batches(batches(self.full), batches(self.bare), 5)
+
+  def test_eval_batches_equal_those_of_full_records(self):
+    def batches(pattern):
+      return list(inputs.make_dataset(pattern, self.config, is_training=False))
+    self._assert_same_batches(batches(self.full), batches(self.bare), 3)
+
+
 if __name__ == "__main__":
   tf.test.main()

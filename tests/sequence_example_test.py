@@ -48,6 +48,36 @@ class SequenceExampleTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "image 5: 2 tokens but 3 caption ids"):
       sequence_example.make_sequence_example(5, b"x", ["<S>", "</S>"], [1, 2, 3])
 
+  def _original_reader_only_record(self, with_ids=True):
+    """What the original's reader reads, built by hand: image/data and image/caption_ids."""
+    example = tf.train.SequenceExample()
+    example.context.feature["image/data"].bytes_list.value.append(b"jpeg bytes")
+    if with_ids:
+      ids = example.feature_lists.feature_list["image/caption_ids"]
+      for word_id in (1, 7, 42, 2):
+        ids.feature.add().int64_list.value.append(word_id)
+    return example.SerializeToString()
+
+  def test_record_without_tokens_or_image_id_parses_in_tf_data(self):
+    dataset = tf.data.Dataset.from_tensors(self._original_reader_only_record()).map(
+        sequence_example.parse_sequence_example)
+    parsed = next(iter(dataset))
+    self.assertEqual(int(parsed["image_id"]), -1)
+    self.assertEqual(parsed["image_data"].numpy(), b"jpeg bytes")
+    self.assertEqual(parsed["caption"].dtype, tf.string)
+    self.assertEqual(parsed["caption"].shape, (0,))
+    self.assertEqual(parsed["caption_ids"].numpy().tolist(), [1, 7, 42, 2])
+
+  def test_record_without_tokens_or_image_id_parses_pure_python(self):
+    self.assertEqual(
+        sequence_example.parse_sequence_example_proto(self._original_reader_only_record()),
+        {"image_id": -1, "image_data": b"jpeg bytes", "caption": [],
+         "caption_ids": [1, 7, 42, 2]})
+
+  def test_caption_ids_are_still_required(self):
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "image/caption_ids"):
+      sequence_example.parse_sequence_example(self._original_reader_only_record(with_ids=False))
+
 
 if __name__ == "__main__":
   tf.test.main()

@@ -3,6 +3,8 @@
 import glob
 import json
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -67,6 +69,37 @@ class ScheduleAndConfigTest(tf.test.TestCase):
       setattr(options, field, value)
       with self.assertRaisesRegex(ValueError, field.split("_")[0]):
         training.train(td.tiny_config(), options)
+
+  def test_default_preset_needs_inception_weights_or_random(self):
+    tmp = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+    train_dir = os.path.join(tmp, "train")
+    options = training.TrainOptions(input_file_pattern=os.path.join(tmp, "none-*"),
+                                    train_dir=train_dir)
+    # A forgotten flag stops the default preset before anything is written or read.
+    with self.assertRaisesRegex(ValueError, "no --inception_checkpoint_file was given.*"
+                                "--inception_checkpoint_file=random"):
+      training.train(configuration.default_config(), options)
+    self.assertFalse(os.path.exists(train_dir))
+    options.inception_checkpoint_file = os.path.join(tmp, "inception_v3.ckpt")
+    with self.assertRaisesRegex(FileNotFoundError, "no such file: .*inception_v3.ckpt"):
+      training.train(configuration.default_config(), options)
+    self.assertFalse(os.path.exists(train_dir))
+    # A file that is neither a slim checkpoint nor a Keras .h5 is named before anything is written.
+    with open(options.inception_checkpoint_file, "w") as f:
+      f.write("not weights")
+    with self.assertRaisesRegex(ValueError, "inception_v3.ckpt: neither a TF-slim InceptionV3 "
+                                "checkpoint .* nor a Keras .h5 weights file"):
+      training.train(configuration.default_config(), options)
+    self.assertFalse(os.path.exists(train_dir))
+    # The explicit opt-in, and the small preset's own default, pass the check.
+    options.inception_checkpoint_file = training.RANDOM_INCEPTION
+    training.check_inception_source(configuration.default_config(), options)
+    options.inception_checkpoint_file = ""
+    training.check_inception_source(configuration.small_config(), options)
+    # A train_dir with a checkpoint needs no Inception source.
+    tf.train.Checkpoint(step=tf.Variable(1)).save(os.path.join(train_dir, "ckpt"))
+    training.check_inception_source(configuration.default_config(), options)
 
 
 class RestartTest(tf.test.TestCase):

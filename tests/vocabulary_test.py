@@ -1,10 +1,16 @@
 """Tests for im2txt.vocabulary: the tokenizer and the word_counts.txt format."""
 
 import os
+import shutil
 import tempfile
 import unittest
 
 from im2txt import vocabulary
+
+# Words, most frequent first, with the characters that change how Python 3 prints bytes: a quote
+# (printed b"it's"), Treebank's closing quote, a backslash and a non-ASCII word.
+WORD_COUNTS = [("a", 969108), ("<S>", 1000), ("</S>", 1000), (".", 900), ("it's", 12),
+               ("''", 10), ("\\", 8), ("café", 7), ("dog", 5)]
 
 
 class TokenizerTest(unittest.TestCase):
@@ -92,6 +98,82 @@ class VocabularyFileTest(unittest.TestCase):
 
   def test_min_word_count_filters(self):
     self.assertEqual(self._build(["a b", "a c"], 2), [("</S>", 2), ("<S>", 2), ("a", 2)])
+
+
+class Python3BytesLiteralFileTest(unittest.TestCase):
+  """word_counts.txt as the original builder wrote it under Python 3: b'a' 969108, ..."""
+
+  def setUp(self):
+    self.dir = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.dir, True)
+    self.path = os.path.join(self.dir, "word_counts.txt")
+    self.plain_path = os.path.join(self.dir, "plain_word_counts.txt")
+    vocabulary.write_word_counts(self.plain_path, WORD_COUNTS)
+
+  def _write(self, text):
+    with open(self.path, "w", encoding="utf-8") as f:
+      f.write(text)
+
+  def _write_as_original_builder(self):
+    # The original's "%s %d" % (w, c), with w the word's UTF-8 bytes.
+    self._write("\n".join(["%s %d" % (w.encode("utf-8"), c) for w, c in WORD_COUNTS]))
+
+  def test_the_file_holds_bytes_literals(self):
+    self._write_as_original_builder()
+    with open(self.path, encoding="utf-8") as f:
+      lines = f.read().split("\n")
+    self.assertEqual(lines[:2], ["b'a' 969108", "b'<S>' 1000"])
+    self.assertEqual(lines[4:8], ["b\"it's\" 12", "b\"''\" 10", "b'\\\\' 8",
+                                  "b'caf\\xc3\\xa9' 7"])
+
+  def test_same_words_and_ids_as_the_plain_file(self):
+    self._write_as_original_builder()
+    vocab = vocabulary.Vocabulary.from_file(self.path)
+    plain = vocabulary.Vocabulary.from_file(self.plain_path)
+    self.assertEqual(vocab.words, plain.words)
+    self.assertEqual(vocab.words, [w for w, _ in WORD_COUNTS] + ["<UNK>"])
+    self.assertEqual((vocab.start_id, vocab.end_id, vocab.unk_id), (1, 2, 9))
+    self.assertEqual(vocab.ids(["<S>", "it's", "café", "zebra", "</S>"]), [1, 4, 7, 9, 2])
+
+  def test_ids_are_the_line_numbers_as_in_the_original_reader(self):
+    # The original's Vocabulary: id = position of the line's first field, <UNK> appended
+    # (it would not find <S> in this file itself: its fields are b'<S>', not <S>).
+    self._write_as_original_builder()
+    with open(self.path, encoding="utf-8") as f:
+      reverse_vocab = [line.split()[0] for line in f.readlines()] + ["<UNK>"]
+    original_ids = dict((x, y) for (y, x) in enumerate(reverse_vocab))
+    vocab = vocabulary.Vocabulary.from_file(self.path)
+    for line_index, (word, _) in enumerate(WORD_COUNTS):
+      self.assertEqual(vocab.word_to_id(word), line_index)
+      self.assertEqual(original_ids[str(word.encode("utf-8"))], line_index)
+    self.assertEqual(vocab.unk_id, original_ids["<UNK>"])
+    self.assertEqual(vocab.unk_id, len(WORD_COUNTS))
+
+  def test_one_warning_per_bytes_literal_file_none_for_plain_files(self):
+    self._write_as_original_builder()
+    with self.assertLogs("absl", level="WARNING") as logs:
+      vocabulary.Vocabulary.from_file(self.path)
+    self.assertEqual(len(logs.records), 1)
+    self.assertEqual(logs.records[0].getMessage(),
+                     f"{self.path} was written by the original im2txt builder under Python 3 "
+                     "(words as bytes literals such as b'a'); read it as plain words")
+    with self.assertNoLogs("absl", level="WARNING"):
+      vocabulary.Vocabulary.from_file(self.plain_path)
+
+  def test_malformed_literal_is_an_error_naming_the_line(self):
+    for line, message in (("b'abc 5", "expected a bytes literal.*\"b'abc\""),
+                          ("dog 5", "expected a bytes literal.*'dog'"),
+                          ("b'x'+b'y' 5", "expected a bytes literal"),
+                          ("b'\\xff' 5", ".*is not UTF-8")):
+      self._write(f"b'<S>' 10\n{line}\nb'</S>' 3")
+      with self.assertRaisesRegex(ValueError, f"word_counts.txt:2: {message}"):
+        vocabulary.Vocabulary.from_file(self.path)
+
+  def test_plain_words_starting_with_b_quote_stay_plain(self):
+    # Only a file whose first word is a bytes literal is read as one.
+    self._write("<S> 10\n</S> 10\nb'day 4")
+    self.assertEqual(vocabulary.Vocabulary.from_file(self.path).words,
+                     ["<S>", "</S>", "b'day", "<UNK>"])
 
 
 if __name__ == "__main__":
