@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 SCOPE = "InceptionV3"
-# The variable that identifies a TF-slim InceptionV3 checkpoint (or an im2txt one, which embeds it).
+# The first variable of a TF-slim InceptionV3 checkpoint (or an im2txt one, which embeds it).
 MARKER_VARIABLE = f"{SCOPE}/Conv2d_1a_3x3/weights"
 
 
@@ -102,15 +102,6 @@ def variable_map(inception: tf.keras.Model, scope: str = SCOPE) -> Dict[str, tf.
 def checkpoint_prefix(path: str) -> str:
   """A checkpoint's prefix when one of its files is named (model.ckpt-5.index -> model.ckpt-5)."""
   return re.sub(r"\.(index|meta|data-\d{5}-of-\d{5})$", "", path)
-
-
-def is_checkpoint(path: str) -> bool:
-  """True when `path` is a TF checkpoint (V1 file or V2 prefix) holding slim InceptionV3."""
-  try:
-    reader = tf.train.load_checkpoint(checkpoint_prefix(path))
-  except (tf.errors.OpError, ValueError):
-    return False
-  return reader.has_tensor(MARKER_VARIABLE)
 
 
 def check_checkpoint_variables(shapes: Dict[str, List[int]], source: str,
