@@ -11,7 +11,9 @@ Steps, each through the product's own binaries (as a user would run them):
   5. im2txt/train phase 2            everything trained, same train_dir
   6. the evaluator finishes the last checkpoint and exits
   7. im2txt/run_inference            held-out (test split) images             -> OUT/inference
-  8. a report: captions next to the ground truth, the held-out accuracy (the caption names the
+  8. im2txt/score_captions           the same images, scored as the COCO server does
+                                                                              -> OUT/inference/score
+  9. a report: captions next to the ground truth, the held-out accuracy (the caption names the
      right colour and shape), perplexity and caption metrics, and the tensorboard command.
 
 Everything goes under --output_dir; a rerun starts the model afresh (the data are rebuilt
@@ -59,6 +61,8 @@ class DemoResult:
   train_event_files: List[str]
   eval_event_files: List[str]
   vocab_size: int
+  # score_captions' figures on the held-out images (BLEU-1..4, METEOR, ROUGE-L, CIDEr).
+  score_metrics: Dict[str, float]
 
 
 def _log(message: str) -> None:
@@ -132,14 +136,14 @@ def run_demo(options: DemoOptions) -> DemoResult:
   logs = _fresh_dir(os.path.join(out, "logs"))
   started = time.time()
 
-  _log(f"1/7 sample dataset: {options.num_train_images} train + {options.num_val_images} val "
+  _log(f"1/8 sample dataset: {options.num_train_images} train + {options.num_val_images} val "
        f"images of coloured shapes -> {out}/sample")
   dataset = sample.make_sample_dataset(
       _fresh_dir(os.path.join(out, "sample")), num_train_images=options.num_train_images,
       num_val_images=options.num_val_images, image_size=options.image_size, seed=options.seed)
 
   data_dir = os.path.join(out, "data")
-  _log(f"2/7 Beam job -> {data_dir}")
+  _log(f"2/8 Beam job -> {data_dir}")
   _run("beam_jobs.build_mscoco_data",
        dataset.build_args() + [f"--output_dir={data_dir}", f"--train_shards={options.train_shards}",
                                "--val_shards=1", "--test_shards=1", "--min_word_count=4"],
@@ -156,7 +160,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     json.dump(configuration.config_to_dict(config), f, indent=2)
   total_steps = options.phase1_steps + options.phase2_steps
 
-  _log(f"3/7 evaluator started beside training -> {eval_dir}")
+  _log(f"3/8 evaluator started beside training -> {eval_dir}")
   os.makedirs(train_dir, exist_ok=True)
   eval_log = open(os.path.join(logs, "evaluate.log"), "w")
   evaluator = subprocess.Popen(
@@ -170,15 +174,15 @@ def run_demo(options: DemoOptions) -> DemoResult:
   try:
     common = [f"--input_file_pattern={data_dir}/train-*", f"--train_dir={train_dir}",
               f"--config_file={config_file}", "--log_every_n_steps=50", f"--seed={options.seed}"]
-    _log(f"4/7 phase 1: Inception frozen, {options.phase1_steps} steps")
+    _log(f"4/8 phase 1: Inception frozen, {options.phase1_steps} steps")
     # The sample dataset has no pretrained Inception: it starts random, on purpose.
     _run("im2txt.train", common + ["--train_inception=false", "--inception_checkpoint_file=random",
                                    f"--number_of_steps={options.phase1_steps}"],
          os.path.join(logs, "train_phase1.log"))
-    _log(f"5/7 phase 2: everything trained, to step {total_steps}")
+    _log(f"5/8 phase 2: everything trained, to step {total_steps}")
     _run("im2txt.train", common + ["--train_inception=true", f"--number_of_steps={total_steps}"],
          os.path.join(logs, "train_phase2.log"))
-    _log("6/7 waiting for the evaluator to score the last checkpoint")
+    _log("6/8 waiting for the evaluator to score the last checkpoint")
     try:
       evaluator.wait(timeout=300)
     except subprocess.TimeoutExpired:
@@ -192,7 +196,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         evaluator.kill()
     eval_log.close()
 
-  _log("7/7 captioning the held-out test-split images")
+  _log("7/8 captioning the held-out test-split images")
   test_images = sample.split_images(dataset, "test")
   inference_dir = _fresh_dir(os.path.join(out, "inference"))
   captions_json = os.path.join(inference_dir, "captions.json")
@@ -205,9 +209,31 @@ def run_demo(options: DemoOptions) -> DemoResult:
         env=_env(), stdout=f, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
   if process.returncode != 0:
     raise RuntimeError(f"run_inference failed ({process.returncode}): {process.stderr[-2000:]}")
+  _log("8/8 scoring the held-out images as the COCO caption evaluation does")
+  score_metrics = _score_test_split(dataset, test_images, train_dir, vocab_file, inference_dir,
+                                    logs)
   result = _report(options, test_images, captions_json, train_dir, eval_dir, vocab_file, out,
-                   time.time() - started)
+                   time.time() - started, score_metrics)
   return result
+
+
+def _score_test_split(dataset, test_images, train_dir: str, vocab_file: str, inference_dir: str,
+                      logs: str) -> Dict[str, float]:
+  """score_captions on the held-out images: their own COCO captions file, then the figures."""
+  with open(dataset.val_captions_file) as f:
+    val = json.load(f)
+  test_ids = {img.image_id for img in test_images}
+  annotations_file = os.path.join(inference_dir, "captions_test.json")
+  with open(annotations_file, "w") as f:
+    json.dump({"images": [i for i in val["images"] if i["id"] in test_ids],
+               "annotations": [a for a in val["annotations"] if a["image_id"] in test_ids]}, f)
+  results_file = os.path.join(inference_dir, "score", "results.json")
+  _run("im2txt.score_captions", [
+      f"--checkpoint_path={train_dir}", f"--vocab_file={vocab_file}",
+      f"--annotations_file={annotations_file}", f"--image_dir={dataset.val_image_dir}",
+      f"--results_file={results_file}"], os.path.join(logs, "score_captions.log"))
+  with open(os.path.join(inference_dir, "score", "results.per_image.json")) as f:
+    return json.load(f)["metrics"]
 
 
 def _load_captions(path: str) -> Dict[str, str]:
@@ -221,7 +247,7 @@ def _load_captions(path: str) -> Dict[str, str]:
 
 
 def _report(options, test_images, captions_json, train_dir, eval_dir, vocab_file, out,
-            seconds) -> DemoResult:
+            seconds, score_metrics) -> DemoResult:
   from beam_jobs import make_sample_dataset as sample  # pylint: disable=g-import-not-at-top
   from im2txt import vocabulary  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -254,6 +280,8 @@ def _report(options, test_images, captions_json, train_dir, eval_dir, vocab_file
     print(f"Evaluator at step {last} ({len(eval_scalars)} checkpoints evaluated): {metrics}")
   else:
     print("The evaluator wrote no scores (see logs/evaluate.log).")
+  print(f"score_captions on the {len(test_images)} held-out images (raw COCO captions, PTB "
+        "tokenizer): " + ", ".join(f"{k} {v:.3f}" for k, v in score_metrics.items()))
   vocab_size = len(vocabulary.Vocabulary.from_file(vocab_file))
   train_events = tf.io.gfile.glob(os.path.join(train_dir, "**", "events.out.tfevents.*")) + \
       tf.io.gfile.glob(os.path.join(train_dir, "events.out.tfevents.*"))
@@ -264,7 +292,8 @@ def _report(options, test_images, captions_json, train_dir, eval_dir, vocab_file
                     shape_accuracy=shapes / num_images, num_images=len(test_images),
                     num_captioned=len(best), chance=chance, eval_scalars=eval_scalars,
                     train_event_files=sorted(set(train_events)),
-                    eval_event_files=eval_events, vocab_size=vocab_size)
+                    eval_event_files=eval_events, vocab_size=vocab_size,
+                    score_metrics=score_metrics)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> DemoOptions:

@@ -22,7 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Dict, Hashable, List, Mapping, Sequence
+from typing import Dict, Hashable, List, Mapping, Sequence, Tuple
 
 from pycocoevalcap.bleu import bleu
 from pycocoevalcap.cider import cider
@@ -139,6 +139,16 @@ class CaptionScorer:
 
     Both must have the same image ids; the values are corpus-level scores over those images.
     """
+    return self.score_images(references, candidates)[0]
+
+  def score_images(self, references: Mapping[Hashable, Sequence[str]],
+                   candidates: Mapping[Hashable, str]
+                   ) -> Tuple[Dict[str, float], Dict[Hashable, Dict[str, float]]]:
+    """As `score`, plus each image's own scores: ({metric: value}, {image id: {metric: value}}).
+
+    The per-image values are the scorers' (COCOEvalCap's evalImgs); CIDEr's document
+    frequencies come from all the images scored together.
+    """
     if self._meteor is None:
       raise ValueError("CaptionScorer.score called after close()")
     gts, res = _check_captions(references, candidates)
@@ -148,15 +158,19 @@ class CaptionScorer:
                                 **{("res", k): v for k, v in res.items()}})
       gts = {k: tokenized[("gts", k)] for k in gts}
       res = {k: tokenized[("res", k)] for k in res}
-    bleu_scores, _ = bleu.Bleu(4).compute_score(gts, res, verbose=0)
+    bleu_scores, bleu_images = bleu.Bleu(4).compute_score(gts, res, verbose=0)
     try:
-      meteor_score, _ = self._meteor.compute_score(gts, res)
+      meteor_score, meteor_images = self._meteor.compute_score(gts, res)
     except (ValueError, OSError) as e:
       raise RuntimeError(self._meteor.failure_reason()) from e
-    rouge_score, _ = rouge.Rouge().compute_score(gts, res)
-    cider_score, _ = cider.Cider().compute_score(gts, res)
+    rouge_score, rouge_images = rouge.Rouge().compute_score(gts, res)
+    cider_score, cider_images = cider.Cider().compute_score(gts, res)
     values = list(bleu_scores) + [meteor_score, rouge_score, cider_score]
-    return {name: float(value) for name, value in zip(METRIC_NAMES, values)}
+    # Each scorer's per-image list follows gts' key order.
+    columns = list(bleu_images) + [meteor_images, rouge_images, cider_images]
+    per_image = {key: {name: float(column[i]) for name, column in zip(METRIC_NAMES, columns)}
+                 for i, key in enumerate(gts)}
+    return {name: float(value) for name, value in zip(METRIC_NAMES, values)}, per_image
 
 
 def _check_captions(references: Mapping[Hashable, Sequence[str]],

@@ -299,6 +299,15 @@ class CheckpointEvaluator:
                       metrics, examples, time.time() - start, timings)
 
 
+# Shown under the captions in TensorBoard: what the evaluator's caption metrics are, and are not.
+MONITORING_NOTE = (
+    "*Monitoring figures*: BLEU, METEOR, ROUGE-L and CIDEr here score the beam-search captions "
+    "of the first `eval.num_caption_images` val images against their stored (tokenized) "
+    "captions, and CIDEr's document frequencies come from those images alone. They follow "
+    "training; to compare with published results, score a whole split (e.g. the Karpathy test "
+    "split) against the raw COCO captions with `python -m im2txt.score_captions`.")
+
+
 def captions_markdown(examples: List[Tuple[int, str, List[str]]]) -> str:
   """A markdown table (TensorBoard's text tab) of generated and reference captions."""
   def cell(text):
@@ -316,7 +325,8 @@ def write_summaries(writer: tf.summary.SummaryWriter, result: EvalResult) -> Non
     for tag, value in result.scalars().items():
       tf.summary.scalar(tag, value, step=result.step)
     if result.caption_examples:
-      tf.summary.text(CAPTIONS_TAG, captions_markdown(result.caption_examples), step=result.step)
+      tf.summary.text(CAPTIONS_TAG, captions_markdown(result.caption_examples) + "\n\n"
+                      + MONITORING_NOTE, step=result.step)
   writer.flush()
 
 

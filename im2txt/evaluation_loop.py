@@ -40,6 +40,8 @@ STATE_FILENAME = "evaluation_state.json"
 # Seconds between looks for the first checkpoint while config.json (and with it the configured
 # eval_interval_secs) does not exist yet, unless eval_interval_secs is given as an override.
 FIRST_CHECKPOINT_POLL_SECS = 10
+# The vocabulary file the data job writes beside the shards.
+VOCAB_FILENAME = "word_counts.txt"
 # Attempts of `once` to evaluate the latest checkpoint when rotation deletes it meanwhile.
 ONCE_ATTEMPTS = 3
 
@@ -55,6 +57,16 @@ class LoopOptions:
   number_of_steps: int = 0
   # Return after this many seconds without a checkpoint to evaluate; 0: wait forever.
   max_wait_secs: float = 0.0
+
+
+def vocab_beside_shards(shard: str) -> Optional[str]:
+  """The data job's word_counts.txt in the folder of an input shard, if there is one."""
+  candidate = os.path.join(os.path.dirname(shard), VOCAB_FILENAME)
+  if not tf.io.gfile.exists(candidate):
+    return None
+  logging.info("No --vocab_file: using %s, beside the input shards, for the caption metrics",
+               candidate)
+  return candidate
 
 
 def checkpoint_step(path: str) -> Optional[int]:
@@ -131,10 +143,12 @@ class EvaluationLoop:
     if unknown:
       raise ValueError(f"Unknown eval config field(s) {unknown}")
     # Fail fast on what is wrong from the start, rather than when the first checkpoint comes.
-    inputs.list_input_files(input_file_pattern)
+    files = inputs.list_input_files(input_file_pattern)
+    vocab_file = vocab_file or vocab_beside_shards(files[0])
     self.vocab = vocabulary.Vocabulary.from_file(vocab_file) if vocab_file else None
     if self.vocab is None:
-      logging.info("No vocabulary file: the caption metrics are off (perplexity only)")
+      logging.warning("No vocabulary file (no --vocab_file, no %s beside the input shards): the "
+                      "caption metrics are off (perplexity only)", VOCAB_FILENAME)
     elif self.eval_overrides.get("num_caption_images",
                                  config.eval.num_caption_images if config else 1) > 0:
       caption_metrics.check_java()

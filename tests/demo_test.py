@@ -39,6 +39,10 @@ class DemoTest(unittest.TestCase):
       # Chance: 1/6 for the colour, 1/30 for colour and shape.
       self.assertGreater(result.colour_accuracy, 0.8)
       self.assertGreater(result.accuracy, 4 * result.chance)
+      # score_captions scored the same held-out images against their raw captions.
+      self.assertEqual(sorted(result.score_metrics), sorted(
+          ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]))
+      self.assertGreater(result.score_metrics["BLEU-1"], 0.3)
 
 
 if __name__ == "__main__":

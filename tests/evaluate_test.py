@@ -15,6 +15,7 @@ from absl import logging
 
 from im2txt import caption_metrics
 from im2txt import evaluate
+from im2txt import evaluation
 from im2txt import show_and_tell_model
 from tests import evaluation_testdata as testdata
 
@@ -98,6 +99,8 @@ class EvaluateBinaryTest(unittest.TestCase):
     self.assertEqual(list(texts), ["Captions"])
     step, table = texts["Captions"][0]
     self.assertEqual(step, 10)
+    table, note = table.split("\n\n")
+    self.assertEqual(note, evaluation.MONITORING_NOTE)
     rows = table.splitlines()
     self.assertEqual(rows[0], "| image id | generated caption | reference captions |")
     self.assertEqual(len(rows), 4)  # header, separator, images 11 and 12
@@ -111,6 +114,17 @@ class EvaluateBinaryTest(unittest.TestCase):
                             f"--eval_dir={self.tmp.name}/eval_missing")
     self.assertEqual(main(), 1)
     self.assertIn(f"No checkpoint in {missing}", "\n".join(logs.lines))
+
+  def test_main_without_vocab_file_uses_the_one_beside_the_shards(self):
+    eval_dir = os.path.join(self.tmp.name, "eval_beside")
+    logs, main = self._main("--once", f"--input_file_pattern={self.pattern}",
+                            f"--checkpoint_dir={self.train_dir}", f"--eval_dir={eval_dir}",
+                            "--num_eval_examples=4")
+    self.assertEqual(main(), 0)
+    self.assertIn(f"No --vocab_file: using {self.vocab_file}, beside the input shards",
+                  "\n".join(logs.lines))
+    scalars, _ = testdata.read_events(eval_dir)
+    self.assertIn("CIDEr", scalars)
 
   def test_main_sigterm_while_waiting_returns_0(self):
     missing = os.path.join(self.tmp.name, "no_train_dir")
