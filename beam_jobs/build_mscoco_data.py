@@ -15,11 +15,14 @@ COCO evaluation splits, or Flickr8k/30k):
 
 Any other flag is a Beam pipeline option (--runner, --direct_num_workers, --project, ...).
 Without runner options the job runs on the DirectRunner in multi-processing mode on all cores.
+Other runners' workers import this code as the installed package (`pip install .`; Dataflow,
+Flink and Spark: --setup_file=pyproject.toml); README "Scaling out" gives the commands.
 The run ends with a summary (records per split, images dropped per reason with examples, ...)
 and exits non-zero when no record at all could be written.
 """
 
 import argparse
+import collections
 import logging
 import os
 import re
@@ -105,21 +108,11 @@ def pipeline_options(pipeline_args: List[str], num_threads: Optional[int] = None
     if "direct_num_workers" not in explicit:
       direct.direct_num_workers = num_threads or 0  # 0: one worker per core.
     if direct.direct_running_mode == "multi_processing":
-      _export_import_path()
       worker = options.view_as(WorkerOptions)
       if "sdk_harness_log_level_overrides" not in explicit:
         # Keeps the workers' progress lines (one per shard) and drops Beam's own INFO chatter.
         worker.sdk_harness_log_level_overrides = {"apache_beam": "WARNING"}
   return options
-
-
-def _export_import_path():
-  """Lets DirectRunner's worker subprocesses import beam_jobs and im2txt (they inherit the
-  environment, not sys.path). Distributed runners need the code packaged (--setup_file)."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-  if root not in paths:
-    os.environ["PYTHONPATH"] = os.pathsep.join([root] + paths)
 
 
 def load_splits(args, tally: Tally):
@@ -186,19 +179,18 @@ def run(argv: Optional[List[str]] = None) -> build_report.BuildSummary:
 
   pipeline = beam.Pipeline(options=pipeline_options(pipeline_args, args.num_threads))
   _ = pipeline | "BuildMscocoData" >> shard_writer.BuildMscocoData(
-      spec_paths, output_dir, tmp_dir, vocab_file, metadata_counts=tally.counts)
+      spec_paths, output_dir, tmp_dir, vocab_file)
   result = pipeline.run()
   result.wait_until_finish()
 
-  # Counts from the job's metrics (report files where a runner has no metrics); examples from
-  # the per-shard reports and the driver's own tally.
+  # Each event is counted once: metadata events by the driver (tally), image and record events
+  # by the shard writers (Beam metrics; their report files where a runner has no metrics).
   reports = build_report.read_reports(os.path.join(tmp_dir, shard_writer.REPORT_DIRNAME))
-  counts = build_report.metric_counters(result)
-  if not counts:
-    counts = dict(reports.counts + tally.counts)
-  reports.merge(tally)
+  worker_counts = build_report.metric_counters(result) or dict(reports.counts)
+  reports.merge(tally)  # For the examples.
   summary = build_report.BuildSummary(
-      counts=counts, examples=dict(reports.examples), num_shards=num_shards,
+      counts=dict(collections.Counter(worker_counts) + tally.counts),
+      examples=dict(reports.examples), num_shards=num_shards,
       output_dir=output_dir, vocab_file=vocab_file, vocab_size=len(word_counts),
       min_word_count=args.min_word_count, max_caption_tokens=args.max_caption_tokens)
   summary.stale_shards_removed = _remove_stale_shards(output_dir, expected)

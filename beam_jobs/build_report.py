@@ -1,10 +1,13 @@
 """What build_mscoco_data counts, and the summary it prints at the end.
 
 Every event worth reporting (a record written, an image dropped, a caption skipped, ...) has one
-counter name below. The driver counts metadata events itself; each shard's DoFn counts its image
-events in a `Tally`, adds them to Beam metrics (namespace `build_mscoco_data`, visible live in a
-runner's UI) and writes them with a few example paths to a small per-shard JSON report, so that
-the driver can show examples whatever runner ran the shards.
+counter name below, and is counted once, where it happens:
+  - metadata events (captions, annotations, image paths) by the driver, in its `Tally`;
+  - image and record events by the shard writer that meets them, in a per-shard `Tally` that
+    becomes Beam metrics (namespace `build_mscoco_data`, live in a runner's UI, and the
+    summary's source) and a small per-shard JSON report with a few example paths.
+The reports give the summary its examples on every runner, and its counts on runners that do
+not collect metrics (Beam's DaskRunner, as of 2.77).
 """
 
 import collections
@@ -16,6 +19,8 @@ from typing import Dict, List, Mapping, Optional
 import tensorflow as tf
 from apache_beam.metrics.metric import MetricsFilter
 
+from im2txt import file_io
+
 NAMESPACE = "build_mscoco_data"
 SPLITS = ("train", "val", "test")
 # Example paths (or ids) kept per counter for the summary.
@@ -23,6 +28,7 @@ MAX_EXAMPLES = 3
 
 # Images dropped, by reason (their records are not written). Printed in this order.
 IMAGE_DROP_REASONS = {
+    "images_dropped_outside_image_dir": "path outside its image folder",
     "images_dropped_missing_file": "listed but missing on disk",
     "images_dropped_empty_file": "zero-byte file",
     "images_dropped_corrupt_image": "truncated or corrupt image data",
@@ -37,6 +43,8 @@ IMAGE_CONVERSIONS = {
     "images_converted_other_format": "other image format",
 }
 IMAGES_DROPPED_NO_CAPTIONS = "images_dropped_no_captions"
+# Listed with a path that leads out of the image folder (`..`, absolute, a symlink out): never read.
+IMAGES_DROPPED_OUTSIDE_IMAGE_DIR = "images_dropped_outside_image_dir"
 GRAYSCALE_KEPT = "images_grayscale_kept"
 RECORDS_DROPPED_BAD_IMAGE = "records_dropped_bad_image"
 # Caption and annotation problems found while reading the captions files.
@@ -93,10 +101,7 @@ class Tally:
 
 def write_report(tally: Tally, path: str) -> None:
   """Writes a shard's tally as JSON, atomically (a retried shard simply overwrites it)."""
-  tmp_path = path + ".incomplete"
-  with tf.io.gfile.GFile(tmp_path, "w") as f:
-    f.write(tally.to_json())
-  tf.io.gfile.rename(tmp_path, path, overwrite=True)
+  file_io.write_file(path, tally.to_json())
 
 
 def read_reports(report_dir: str) -> Tally:

@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 import random
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -100,6 +100,31 @@ def shard_name(split: str, shard_index: int, num_shards: int) -> str:
   return "%s-%.5d-of-%.5d" % (split, shard_index, num_shards)
 
 
+def image_path(image_dir: str, relative: str) -> Optional[str]:
+  """`image_dir/relative` if that stays inside image_dir, else None (the image is not read).
+
+  A captions file is untrusted input: a `file_name` such as `../../home/u/secret.jpg`, an
+  absolute path, a URL, or a path through a symlink that leads out of image_dir (on a local disk)
+  must not pull files from elsewhere into a dataset that gets shared.
+
+  >>> image_path("/data/train2014", "COCO_train2014_000000000009.jpg")
+  '/data/train2014/COCO_train2014_000000000009.jpg'
+  >>> image_path("/data/train2014", "../../etc/passwd") is None
+  True
+  """
+  if not relative or os.path.isabs(relative) or "://" in relative:
+    return None
+  normal = os.path.normpath(relative)
+  if normal in (os.curdir, os.pardir) or normal.startswith(os.pardir + os.sep):
+    return None
+  path = os.path.join(image_dir, normal)
+  if "://" not in image_dir:
+    root = os.path.realpath(image_dir)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+      return None
+  return path
+
+
 def _read_json(path: str):
   with tf.io.gfile.GFile(path, "rb") as f:
     return json.loads(f.read().decode("utf-8"))
@@ -117,26 +142,33 @@ def load_coco_captions(captions_file: str, image_dir: str, tally: Tally) -> List
     raise ValueError(f"{captions_file}: not a COCO captions file (needs 'images' and "
                      "'annotations' lists)")
   base = os.path.basename(captions_file)
-  file_names = {}
+  paths, outside = {}, set()
   for entry in data["images"]:
     try:
       image_id, file_name = int(entry["id"]), str(entry["file_name"])
     except (KeyError, TypeError, ValueError):
       tally.add(build_report.ENTRIES_MALFORMED, f"{base}: image {str(entry)[:60]}")
       continue
-    if image_id in file_names:
+    if image_id in paths or image_id in outside:
       tally.add(build_report.IMAGES_DUPLICATE_ID, f"{base}: image id {image_id}")
       continue
-    file_names[image_id] = file_name
-  captions = {image_id: [] for image_id in file_names}
+    path = image_path(image_dir, file_name)
+    if path is None:
+      tally.add(build_report.IMAGES_DROPPED_OUTSIDE_IMAGE_DIR, f"{base}: {file_name}")
+      outside.add(image_id)
+      continue
+    paths[image_id] = path
+  captions = {image_id: [] for image_id in paths}
   for entry in data["annotations"]:
     image_id = entry.get("image_id") if isinstance(entry, dict) else None
+    if image_id in outside:
+      continue  # Counted with its image.
     if image_id not in captions:
       tally.add(build_report.ANNOTATIONS_UNKNOWN_IMAGE_ID, f"{base}: image id {image_id}")
       continue
     captions[image_id].append(entry.get("caption"))
-  return [ImageCaptions(image_id, os.path.join(image_dir, file_name), tuple(captions[image_id]))
-          for image_id, file_name in file_names.items()]
+  return [ImageCaptions(image_id, path, tuple(captions[image_id]))
+          for image_id, path in paths.items()]
 
 
 def load_karpathy_split(split_file: str, image_dir: str,
@@ -153,7 +185,7 @@ def load_karpathy_split(split_file: str, image_dir: str,
     try:
       split = KARPATHY_SPLITS[entry["split"]]
       image_id = int(entry["cocoid"] if "cocoid" in entry else entry["imgid"])
-      path = os.path.join(image_dir, entry.get("filepath", ""), entry["filename"])
+      relative = os.path.join(str(entry.get("filepath", "")), str(entry["filename"]))
       sentences = entry.get("sentences", [])
       captions = tuple(s.get("raw", " ".join(s.get("tokens", []))) for s in sentences)
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -163,6 +195,10 @@ def load_karpathy_split(split_file: str, image_dir: str,
       tally.add(build_report.IMAGES_DUPLICATE_ID, f"{base}: image id {image_id}")
       continue
     seen.add(image_id)
+    path = image_path(image_dir, relative)
+    if path is None:
+      tally.add(build_report.IMAGES_DROPPED_OUTSIDE_IMAGE_DIR, f"{base}: {relative}")
+      continue
     splits[split].append(ImageCaptions(image_id, path, captions))
   return splits
 

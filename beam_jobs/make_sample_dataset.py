@@ -32,6 +32,7 @@ from PIL import Image
 from PIL import ImageDraw
 
 from beam_jobs import caption_metadata
+from im2txt import file_io
 from im2txt import vocabulary
 
 # The shape colours and their RGB values; background colours are separate words, so a caption's
@@ -197,11 +198,9 @@ def _write_split(output_dir: str, name: str, first_id: int, num_images: int, ima
       annotations.append({"id": len(annotations) + first_id * 10, "image_id": image_id,
                           "caption": caption})
   captions_file = os.path.join(output_dir, f"captions_{name}.json")
-  tmp_path = captions_file + ".incomplete"
-  with tf.io.gfile.GFile(tmp_path, "w") as f:
-    json.dump({"info": {"description": "im2txt sample: coloured shapes"}, "images": images,
-               "annotations": annotations}, f, indent=1)
-  tf.io.gfile.rename(tmp_path, captions_file, overwrite=True)
+  file_io.write_file(captions_file, json.dumps(
+      {"info": {"description": "im2txt sample: coloured shapes"}, "images": images,
+       "annotations": annotations}, indent=1))
   return image_dir, captions_file
 
 
@@ -229,7 +228,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   dataset = make_sample_dataset(args.output_dir, args.num_train_images, args.num_val_images,
                                 args.image_size, args.seed)
   print(f"Wrote {args.num_train_images} + {args.num_val_images} images to {args.output_dir}. "
-        "Build the records with:\n  bazel run //beam_jobs:build_mscoco_data -- "
+        "Build the records with:\n  python -m beam_jobs.build_mscoco_data "
         + " ".join(dataset.build_args()) + " --output_dir=<records dir>")
   return 0
 

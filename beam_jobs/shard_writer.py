@@ -15,7 +15,6 @@ runner and any number of workers produce identical shards.
 
 import logging
 import os
-import uuid
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -26,6 +25,7 @@ from beam_jobs import build_report
 from beam_jobs import image_check
 from beam_jobs.build_report import Tally
 from beam_jobs.caption_metadata import ShardSpec
+from im2txt import file_io
 from im2txt import sequence_example
 from im2txt import vocabulary
 
@@ -70,10 +70,10 @@ def write_shard(spec: ShardSpec, output_dir: str, tmp_dir: str, vocab: vocabular
   counted too. An empty shard is still written, so every split always has all of its shards.
   """
   final_path = os.path.join(output_dir, spec.name)
-  # Unique per attempt: a retried or speculative attempt never shares a temporary file.
-  tmp_path = os.path.join(tmp_dir, f"{spec.name}.{uuid.uuid4().hex}.incomplete")
   records_written = images_written = records_dropped = 0
-  with tf.io.TFRecordWriter(tmp_path) as writer:
+  # In the job's temp dir, unique per attempt: a retried or speculative attempt never shares it.
+  with file_io.atomic_path(final_path, tmp_dir=tmp_dir) as tmp_path, \
+       tf.io.TFRecordWriter(tmp_path) as writer:
     for record in spec.records:
       image = image_check.read_and_check_image(record.path)
       if record.first_of_image and image.reason:
@@ -88,7 +88,6 @@ def write_shard(spec: ShardSpec, output_dir: str, tmp_dir: str, vocab: vocabular
       writer.write(example.SerializeToString(deterministic=True))
       records_written += 1
       images_written += int(record.first_of_image)
-  tf.io.gfile.rename(tmp_path, final_path, overwrite=True)
   tally.add(build_report.records_written(spec.split), n=records_written)
   tally.add(build_report.images_written(spec.split), n=images_written)
   tally.add(build_report.shards_written(spec.split))
@@ -124,14 +123,6 @@ class _WriteShardFn(beam.DoFn):
     yield result
 
 
-class _CountMetadataFn(beam.DoFn):
-  """Adds the driver's metadata counts (captions, annotations) to the job's Beam metrics."""
-
-  def process(self, name_and_count):
-    name, count = name_and_count
-    Metrics.counter(build_report.NAMESPACE, name).inc(count)
-
-
 class BuildMscocoData(beam.PTransform):
   """The whole job from the pipeline root: writes every planned shard, counts everything.
 
@@ -140,23 +131,17 @@ class BuildMscocoData(beam.PTransform):
     output_dir: where the shards go.
     tmp_dir: the job's temp directory (partial shards and per-shard reports).
     vocab_file: the word_counts.txt the caption ids come from.
-    metadata_counts: counter name -> count of the driver's metadata events, added to the metrics.
   Returns a PCollection of ShardResult, one per shard.
   """
 
-  def __init__(self, spec_paths, output_dir, tmp_dir, vocab_file, metadata_counts=None):
+  def __init__(self, spec_paths, output_dir, tmp_dir, vocab_file):
     super().__init__()
     self._spec_paths = list(spec_paths)
     self._output_dir = output_dir
     self._tmp_dir = tmp_dir
     self._vocab_file = vocab_file
-    self._metadata_counts = sorted((metadata_counts or {}).items())
 
   def expand(self, pbegin):
-    if self._metadata_counts:
-      _ = (pbegin
-           | "MetadataCounts" >> beam.Create(self._metadata_counts)
-           | "CountMetadata" >> beam.ParDo(_CountMetadataFn()))
     return (pbegin
             | "ShardSpecs" >> beam.Create(self._spec_paths)
             # Only the small spec paths are shuffled: this spreads the shards over the workers.

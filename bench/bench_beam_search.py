@@ -35,6 +35,7 @@ import tensorflow as tf
 from im2txt import beam_search
 from im2txt import beam_search_reference
 from im2txt import configuration
+from im2txt import file_io
 from im2txt import inference
 from im2txt import show_and_tell_model
 from im2txt import vocabulary
@@ -89,7 +90,7 @@ def _random_checkpoint(preset: str, directory: str) -> str:
 def _images(model_config: configuration.ModelConfig) -> tf.Tensor:
   if FLAGS.input_files:
     reader = inference.ImageReader(model_config)
-    files = inference.expand_input_files(FLAGS.input_files)
+    files = file_io.expand_patterns(FLAGS.input_files, "--input_files")
     files = (files * FLAGS.num_images)[:FLAGS.num_images]
     return tf.stack([reader.read(f) for f in files])
   rng = np.random.default_rng(1)

@@ -32,6 +32,7 @@ from beam_jobs import build_report
 from beam_jobs import caption_metadata
 from im2txt import caption_metrics
 from im2txt import configuration
+from im2txt import file_io
 from im2txt import inference
 from im2txt import vocabulary
 
@@ -76,14 +77,6 @@ def per_image_path(results_file: str) -> str:
   return stem + ".per_image.json"
 
 
-def _inside(path: str, directory: str) -> bool:
-  """Whether a local path resolves (symlinks followed) inside directory; remote paths are kept."""
-  if "://" in path:
-    return True
-  root = os.path.realpath(directory)
-  return os.path.realpath(path).startswith(root.rstrip(os.sep) + os.sep)
-
-
 def load_split(options: ScoreOptions) -> List[caption_metadata.ImageCaptions]:
   """The split's images with their raw references; clear errors for a bad annotation file.
 
@@ -106,6 +99,11 @@ def load_split(options: ScoreOptions) -> List[caption_metadata.ImageCaptions]:
                                                     tally)[options.split]
   except json.JSONDecodeError as e:
     raise ValueError(f"{source}: not valid JSON ({e})") from e
+  outside = build_report.IMAGES_DROPPED_OUTSIDE_IMAGE_DIR
+  if tally.counts[outside]:
+    raise ValueError(f"{source}: {tally.counts[outside]} image file(s) outside --image_dir "
+                     f"{options.image_dir}, e.g. {tally.examples[outside][0].split(': ', 1)[1]}; "
+                     "not read")
   if tally.counts:
     problems = "; ".join(f"{n} {name.replace('_', ' ')} (e.g. {', '.join(tally.examples[name])})"
                          for name, n in sorted(tally.counts.items()))
@@ -121,9 +119,6 @@ def load_split(options: ScoreOptions) -> List[caption_metadata.ImageCaptions]:
     raise ValueError(f"{source}: no image to score" + (
         f" in split {options.split!r}" if options.karpathy_split_file else ""))
   for image in images:
-    if not _inside(image.path, options.image_dir):
-      raise ValueError(f"{source}: image {image.image_id}'s file {image.path} is outside "
-                       f"--image_dir {options.image_dir}; not read")
     if not tf.io.gfile.exists(image.path):
       raise FileNotFoundError(f"{source}: image {image.image_id}'s file {image.path} does not "
                               "exist (is --image_dir right?)")
@@ -179,16 +174,6 @@ def caption_images(images: Sequence[caption_metadata.ImageCaptions], options: Sc
   return captions, failed
 
 
-def _write_json(path: str, value) -> None:
-  """Writes path atomically (temp file + rename)."""
-  directory = os.path.dirname(path)
-  if directory:
-    tf.io.gfile.makedirs(directory)
-  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-    f.write(json.dumps(value, indent=1) + "\n")
-  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-
-
 def score_split(options: ScoreOptions, err: Optional[TextIO] = None) -> ScoreResult:
   """Captions and scores the split; writes the results and per-image files (see the module)."""
   err = err or sys.stderr
@@ -202,13 +187,13 @@ def score_split(options: ScoreOptions, err: Optional[TextIO] = None) -> ScoreRes
       raise ValueError(f"None of the {len(images)} images could be captioned")
     results = [{"image_id": image_id, "caption": caption}
                for image_id, caption in captions.items()]
-    _write_json(options.results_file, results)
+    file_io.write_json(options.results_file, results, indent=1, sort_keys=False)
     references = {image.image_id: [c for c in image.captions if isinstance(c, str)]
                   for image in images if image.image_id in captions}
     metrics, per_image = scorer.score_images(references, captions)
   per_image_file = per_image_path(options.results_file)
-  _write_json(per_image_file, {
+  file_io.write_json(per_image_file, {
       "metrics": metrics,
       "images": [{"image_id": image_id, "caption": captions[image_id], **per_image[image_id]}
-                 for image_id in captions]})
+                 for image_id in captions]}, indent=1, sort_keys=False)
   return ScoreResult(metrics, len(captions), failed, options.results_file, per_image_file)

@@ -15,6 +15,7 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
+from im2txt import file_io
 CONFIG_FILENAME = "config.json"
 
 
@@ -66,7 +67,8 @@ class InputConfig:
   input_queue_capacity_factor: int = 2
   # Number of shards read in parallel by the interleave.
   num_parallel_reads: int = 4
-  # Captions longer than this many tokens (with <S> and </S>) are truncated; 0 keeps them whole.
+  # Records whose caption has more tokens than this (with <S> and </S>) are skipped, as the Beam
+  # job drops them (a truncated caption would teach a wrong ending); 0 keeps every caption.
   max_caption_tokens: int = 0
 
   @property
@@ -247,12 +249,8 @@ def config_from_dict(data: Dict[str, Any], source: str = "<dict>") -> Config:
 
 def save_config(config: Config, directory: str) -> str:
   """Writes `directory/config.json` atomically (temp file + rename); returns its path."""
-  tf.io.gfile.makedirs(directory)
   path = os.path.join(directory, CONFIG_FILENAME)
-  tmp_path = path + ".tmp"
-  with tf.io.gfile.GFile(tmp_path, "w") as f:
-    f.write(json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")
-  tf.io.gfile.rename(tmp_path, path, overwrite=True)
+  file_io.write_json(path, config_to_dict(config))
   return path
 
 

@@ -16,10 +16,10 @@ than the model's, or an output_dir that is not a new or empty local directory.
 
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from im2txt import console
 from im2txt import original_checkpoint
 
 FLAGS = flags.FLAGS
@@ -46,7 +46,10 @@ def main(argv):
   return 0
 
 
+def run():
+  """The `im2txt-convert-checkpoint` console script (`python -m im2txt.convert_checkpoint`)."""
+  console.run(main, __name__, ["original_checkpoint", "vocab_file", "output_dir"])
+
+
 if __name__ == "__main__":
-  # Here, not at import, so that tests importing this module run without these flags.
-  flags.mark_flags_as_required(["original_checkpoint", "vocab_file", "output_dir"])
-  app.run(main)
+  run()

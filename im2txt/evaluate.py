@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from im2txt import console
 from im2txt import evaluation
 from im2txt import evaluation_loop
 
@@ -93,5 +94,10 @@ def main(argv):
   return 0
 
 
+def run():
+  """The `im2txt-evaluate` console script (and `python -m im2txt.evaluate`)."""
+  console.run(main, __name__)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -30,6 +30,7 @@ import tensorflow as tf
 from im2txt import beam_search
 from im2txt import caption_metrics
 from im2txt import configuration
+from im2txt import file_io
 from im2txt import image_processing
 from im2txt import inputs
 from im2txt import sequence_example
@@ -108,7 +109,7 @@ def load_caption_references(file_pattern: str, num_images: int,
   reads have none: their caption ids are mapped back to words through `vocab` (so a word not in
   the vocabulary reads <UNK> there), and their images, without ids, are told apart by content.
   """
-  files = inputs.list_input_files(file_pattern)
+  files = file_io.expand_patterns(file_pattern, "--input_file_pattern")
   records = tf.data.TFRecordDataset(files).map(
       sequence_example.parse_sequence_example, num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True)

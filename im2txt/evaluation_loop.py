@@ -5,8 +5,12 @@
                                   options=LoopOptions(number_of_steps=1000000))
 
 Every `eval_interval_secs` the loop reads the trainer's `checkpoint` index file (the one
-tf.train.CheckpointManager keeps) and evaluates the checkpoints it has not evaluated yet, oldest
-first, skipping those below `min_global_step` (except the final one, at `number_of_steps`).
+tf.train.CheckpointManager keeps) and evaluates the latest checkpoint it has not evaluated yet,
+as the original's evaluator did: one evaluation can take longer than the trainer takes to write
+the next checkpoint, and an evaluator working through a backlog oldest first would fall ever
+further behind (and lose the checkpoints that rotation deletes meanwhile). Older unevaluated
+checkpoints are skipped with a log line naming them, as are those below `min_global_step`
+(except the final one, at `number_of_steps`).
 A checkpoint deleted by the trainer's rotation (it keeps 5) before it could be restored is
 skipped with a log line. Once restored, a checkpoint's weights are in memory, so deleting its
 files later does not disturb its evaluation.
@@ -33,7 +37,7 @@ import tensorflow as tf
 from im2txt import caption_metrics
 from im2txt import configuration
 from im2txt import evaluation
-from im2txt import inputs
+from im2txt import file_io
 from im2txt import vocabulary
 
 STATE_FILENAME = "evaluation_state.json"
@@ -112,11 +116,7 @@ def read_state(eval_dir: str) -> Dict[str, Any]:
 
 def write_state(eval_dir: str, state: Dict[str, Any]) -> None:
   """eval_dir/evaluation_state.json, atomically (temp file + rename)."""
-  tf.io.gfile.makedirs(eval_dir)
-  path = os.path.join(eval_dir, STATE_FILENAME)
-  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-    f.write(json.dumps(state, indent=2, sort_keys=True) + "\n")
-  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+  file_io.write_json(os.path.join(eval_dir, STATE_FILENAME), state)
 
 
 class EvaluationLoop:
@@ -143,7 +143,7 @@ class EvaluationLoop:
     if unknown:
       raise ValueError(f"Unknown eval config field(s) {unknown}")
     # Fail fast on what is wrong from the start, rather than when the first checkpoint comes.
-    files = inputs.list_input_files(input_file_pattern)
+    files = file_io.expand_patterns(input_file_pattern, "--input_file_pattern")
     vocab_file = vocab_file or vocab_beside_shards(files[0])
     self.vocab = vocabulary.Vocabulary.from_file(vocab_file) if vocab_file else None
     if self.vocab is None:
@@ -274,7 +274,11 @@ class EvaluationLoop:
         pending = self.pending_checkpoints()
         if pending:
           last_message = None
-          result = self._evaluate_or_skip(pending[0])
+          for older in pending[:-1]:
+            logging.info("Skipping %s (step %d): a newer checkpoint, %s, is waiting (the "
+                         "evaluator takes the latest)", older.path, older.step, pending[-1].path)
+            self._attempted.add(older.path)
+          result = self._evaluate_or_skip(pending[-1])
           if result is not None:
             results.append(result)
           idle_since = time.monotonic()

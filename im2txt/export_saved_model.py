@@ -10,32 +10,36 @@ project, and captions as run_inference does (see im2txt/serving.py).
 
 import sys
 
-from absl import app
 from absl import flags
 
-from im2txt import configuration
+from im2txt import console
+from im2txt import inference
 from im2txt import serving
 
-_DEFAULTS = configuration.InferenceConfig()
+# Beam settings default to the `inference` section of the checkpoint's config.json.
+_FROM_CONFIG = " (default: the checkpoint's config.json, `inference` section)"
+_INFERENCE_FLAGS = ("beam_size", "max_caption_length", "length_normalization_factor")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint_path", None,
                     "Model checkpoint file or directory containing a model checkpoint file.")
 flags.DEFINE_string("vocab_file", None, "Text file containing the vocabulary.")
 flags.DEFINE_string("export_dir", None, "Directory to write the SavedModel to (must not exist).")
-flags.DEFINE_integer("beam_size", _DEFAULTS.beam_size, "Captions kept at each step, and returned.")
-flags.DEFINE_integer("max_caption_length", _DEFAULTS.max_caption_length,
-                     "Maximum caption length in ids, <S> included.")
-flags.DEFINE_float("length_normalization_factor", _DEFAULTS.length_normalization_factor,
-                   "If > 0, complete captions are ranked by logprob / length**factor.")
+flags.DEFINE_integer("beam_size", None,
+                     "Captions kept at each step, and returned." + _FROM_CONFIG)
+flags.DEFINE_integer("max_caption_length", None,
+                     "Maximum caption length in ids, <S> included." + _FROM_CONFIG)
+flags.DEFINE_float("length_normalization_factor", None,
+                   "If > 0, complete captions are ranked by logprob / length**factor."
+                   + _FROM_CONFIG)
 
 
 def main(argv):
   del argv  # Unused.
-  inference_config = configuration.InferenceConfig(
-      beam_size=FLAGS.beam_size, max_caption_length=FLAGS.max_caption_length,
-      length_normalization_factor=FLAGS.length_normalization_factor)
+  given = {name: FLAGS[name].value for name in _INFERENCE_FLAGS
+           if FLAGS[name].value is not None}
   try:
+    inference_config = inference.inference_config(FLAGS.checkpoint_path, given)
     path = serving.export_saved_model(FLAGS.checkpoint_path, FLAGS.vocab_file, FLAGS.export_dir,
                                       inference_config)
   except (ValueError, FileNotFoundError, FileExistsError) as e:
@@ -45,7 +49,10 @@ def main(argv):
   return 0
 
 
+def run():
+  """The `im2txt-export` console script (and `python -m im2txt.export_saved_model`)."""
+  console.run(main, __name__, ["checkpoint_path", "vocab_file", "export_dir"])
+
+
 if __name__ == "__main__":
-  # Here, not at import, so that tests importing this module run without these flags.
-  flags.mark_flags_as_required(["checkpoint_path", "vocab_file", "export_dir"])
-  app.run(main)
+  run()

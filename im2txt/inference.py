@@ -11,18 +11,20 @@
 text (or JSON lines) out, one batched compiled beam search per `batch_size` images.
 """
 
+import dataclasses
 import json
 import math
 import os
 import re
 import sys
-from typing import List, NamedTuple, Optional, Sequence, TextIO, Tuple
+from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 from absl import logging
 import tensorflow as tf
 
 from im2txt import beam_search
 from im2txt import configuration
+from im2txt import file_io
 from im2txt import image_processing
 from im2txt import show_and_tell_model
 from im2txt import vocabulary
@@ -84,6 +86,14 @@ def load_model(checkpoint_path: str) -> Tuple[show_and_tell_model.ShowAndTellMod
   return restore_model(config.model, checkpoint), config, checkpoint
 
 
+def inference_config(checkpoint_path: str,
+                     overrides: Mapping[str, Any]) -> configuration.InferenceConfig:
+  """The `inference` section of the config.json beside the checkpoint, with `overrides` (the
+  flags a user gave) applied: a model trained with beam_size 5 captions with 5 by default."""
+  config = configuration.load_config(os.path.dirname(resolve_checkpoint(checkpoint_path)))
+  return dataclasses.replace(config.inference, **overrides)
+
+
 def load_vocabulary(vocab_file: str, model_config: configuration.ModelConfig,
                     checkpoint: str) -> vocabulary.Vocabulary:
   """Reads word_counts.txt; an error if it has more words (with <UNK>) than the model predicts."""
@@ -97,21 +107,6 @@ def load_vocabulary(vocab_file: str, model_config: configuration.ModelConfig,
 
 
 # --- images --------------------------------------------------------------------------------
-
-
-def expand_input_files(input_files: str) -> List[str]:
-  """Comma-separated glob patterns -> file names (sorted per pattern, without duplicates)."""
-  filenames = []
-  for pattern in input_files.split(","):
-    if not pattern.strip():
-      continue
-    matches = sorted(tf.io.gfile.glob(pattern.strip()))
-    if not matches:
-      raise FileNotFoundError(f"--input_files pattern {pattern.strip()!r} matches no file")
-    filenames.extend(m for m in matches if m not in filenames)
-  if not filenames:
-    raise ValueError("--input_files names no file pattern")
-  return filenames
 
 
 class ImageReader:
@@ -219,7 +214,7 @@ def caption_files(checkpoint_path: str, vocab_file: str, input_files: str,
   beam_search.check_arguments(inference_config.beam_size, inference_config.max_caption_length,
                               inference_config.length_normalization_factor)
   # Everything that can be checked cheaply is, before the model is built.
-  filenames = expand_input_files(input_files)
+  filenames = file_io.expand_patterns(input_files, "--input_files")
   checkpoint = resolve_checkpoint(checkpoint_path)
   config = configuration.load_config(os.path.dirname(checkpoint))
   vocab = load_vocabulary(vocab_file, config.model, checkpoint)

@@ -12,6 +12,9 @@ and "<S> cat </S>" (1 7 2) in one batch:
   target_seqs = [[5, 9, 2], [7, 2, 0]]
   input_mask  = [[1, 1, 1], [1, 1, 0]]
 
+A record with a caption id outside [0, model.vocab_size) stops iteration with an
+InvalidArgumentError that `caption_id_error` turns into a message naming its file and index (such
+an id is a raw error on CPU and silent NaNs on GPU).
 A record whose image does not decode stops iteration with tf.errors.InvalidArgumentError;
 `find_undecodable_records` names it (the trainer calls it then). With `skip_bad_images` such
 records are skipped instead (and `find_undecodable_records` counts them up front).
@@ -23,21 +26,9 @@ from typing import List, Optional, Tuple
 import tensorflow as tf
 
 from im2txt import configuration
+from im2txt import file_io
 from im2txt import image_processing
 from im2txt import sequence_example
-
-
-def list_input_files(file_pattern: str) -> List[str]:
-  """Files matching comma-separated glob patterns; a pattern matching nothing is an error."""
-  files = []
-  for pattern in [p.strip() for p in file_pattern.split(",") if p.strip()]:
-    matched = sorted(tf.io.gfile.glob(pattern))
-    if not matched:
-      raise FileNotFoundError(f"Found no input files matching {pattern!r}")
-    files.extend(matched)
-  if not files:
-    raise ValueError(f"Empty --input_file_pattern {file_pattern!r}")
-  return files
 
 
 def _enumerated_records(filename: tf.Tensor) -> tf.data.Dataset:
@@ -61,21 +52,50 @@ def _read_records(files: List[str], is_training: bool, config: configuration.Inp
   return dataset.flat_map(_enumerated_records)
 
 
-def split_caption(caption_ids: tf.Tensor, max_caption_tokens: int = 0
-                  ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def split_caption(caption_ids: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """caption ids [<S> w1 .. wn </S>] -> (input_seq, target_seq, mask), each of length n+1."""
-  if max_caption_tokens:
-    caption_ids = caption_ids[:max_caption_tokens]
   input_seq = caption_ids[:-1]
   target_seq = caption_ids[1:]
   mask = tf.ones_like(input_seq, dtype=tf.int32)
   return input_seq, target_seq, mask
 
 
+# Marks the assertion message of a caption id outside [0, vocab_size) (see caption_id_error).
+_CAPTION_ID_MARKER = "im2txt: caption id outside [0, vocab_size)"
+_CAPTION_ID_MESSAGE = re.compile(re.escape(_CAPTION_ID_MARKER) +
+                                 r"\] \[(?:b')?(.*?)'?\] \[(-?\d+)\] \[(-?\d+)\]")
+
+
+def _checked_caption_ids(caption_ids, filename, index, vocab_size: int) -> tf.Tensor:
+  """caption_ids, after an assertion that each is in [0, vocab_size) naming the record."""
+  in_range = tf.reduce_all((caption_ids >= 0) & (caption_ids < vocab_size))
+  worst = tf.where(tf.reduce_min(caption_ids) < 0, tf.reduce_min(caption_ids),
+                   tf.reduce_max(caption_ids))
+  check = tf.debugging.Assert(in_range, [_CAPTION_ID_MARKER, filename, index, worst],
+                              summarize=1)
+  with tf.control_dependencies([check]):
+    return tf.identity(caption_ids)
+
+
+def caption_id_error(error: tf.errors.OpError, vocab_size: int, config_source: str
+                     ) -> Optional[ValueError]:
+  """A ValueError naming the record, for the error of a caption id outside the vocabulary."""
+  match = _CAPTION_ID_MESSAGE.search(error.message or "")
+  if not match:
+    return None
+  filename, index, word_id = match.group(1), int(match.group(2)), int(match.group(3))
+  return ValueError(
+      f"{filename}: record {index} has caption id {word_id}, outside the model's vocabulary "
+      f"[0, {vocab_size}) (model.vocab_size in {config_source}). The records were built with "
+      "another vocabulary: set model.vocab_size to the number of lines of their word_counts.txt "
+      "+ 1 (for <UNK>), or rebuild them.")
+
+
 def _parse_and_split(filename, index, serialized, config: configuration.Config):
   parsed = sequence_example.parse_sequence_example(serialized)
-  input_seq, target_seq, mask = split_caption(parsed["caption_ids"],
-                                              config.input.max_caption_tokens)
+  caption_ids = _checked_caption_ids(parsed["caption_ids"], filename, index,
+                                     config.model.vocab_size)
+  input_seq, target_seq, mask = split_caption(caption_ids)
   return {
       "image_data": parsed["image_data"],
       "input_seqs": input_seq,
@@ -99,7 +119,7 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
   is the global batch: with an input_context each replica gets its share. `seed` makes the
   order and the distortions reproducible (tests).
   """
-  files = list_input_files(file_pattern)
+  files = file_io.expand_patterns(file_pattern, "--input_file_pattern")
   global_batch = batch_size or config.input.batch_size
   per_replica_batch = (input_context.get_per_replica_batch_size(global_batch)
                        if input_context is not None else global_batch)
@@ -111,6 +131,10 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   # Records need at least <S> and one more token to give one training target.
   dataset = dataset.filter(lambda e: tf.size(e["input_seqs"]) > 0)
+  if config.input.max_caption_tokens:
+    # Skipped whole, as the Beam job drops them: a truncated caption would teach a wrong ending.
+    limit = config.input.max_caption_tokens
+    dataset = dataset.filter(lambda e: tf.size(e["input_seqs"]) + 1 <= limit)
 
   if is_training:
     # One stateless seed per record, drawn in order: the crop and distortions of each image are
@@ -145,7 +169,7 @@ def find_undecodable_records(file_pattern: str, max_reported: int = 10
   the missing ones are the bad ones. A description names the file, the record's index in it, its
   image id and TensorFlow's reason.
   """
-  files = list_input_files(file_pattern)
+  files = file_io.expand_patterns(file_pattern, "--input_file_pattern")
   keys = tf.data.Dataset.from_tensor_slices(files).flat_map(_enumerated_records)
 
   def decoded_key(filename, index, serialized):

@@ -22,7 +22,6 @@ that (a state is the tuple (h, c)).
 """
 
 import os
-import shutil
 from typing import Dict, List, Tuple
 
 from absl import logging
@@ -30,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from im2txt import configuration
+from im2txt import file_io
 from im2txt import inference
 from im2txt import show_and_tell_model
 from im2txt import slim_inception
@@ -192,21 +192,12 @@ def convert(original_checkpoint: str, vocab_file: str, output_dir: str) -> str:
   assign_weights(model, original)
   step_variable = tf.Variable(step, dtype=tf.int64, trainable=False, name="global_step")
 
-  # Beside output_dir (same file system, for the rename), with the user's umask.
-  tmp_dir = f"{os.path.abspath(output_dir).rstrip(os.sep)}.tmp-{os.getpid()}"
-  shutil.rmtree(tmp_dir, ignore_errors=True)
-  os.makedirs(tmp_dir)
-  try:
+  # Built beside output_dir (same file system, for the rename), with the user's umask.
+  with file_io.atomic_path(os.path.abspath(output_dir)) as tmp_dir:
     configuration.save_config(config, tmp_dir)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step_variable, model=model),
                                          tmp_dir, max_to_keep=1)
     manager.save(checkpoint_number=step)
-    if os.path.isdir(output_dir):
-      os.rmdir(output_dir)  # Empty (checked above).
-    os.rename(tmp_dir, output_dir)
-  except BaseException:
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    raise
   logging.info("Converted %s (step %d, vocab_size %d, embedding %d, LSTM %d units, %s) into %s",
                original.path, step, config.model.vocab_size, config.model.embedding_size,
                config.model.num_lstm_units, " + ".join(original.lstm_names), output_dir)

@@ -13,13 +13,15 @@ could not be captioned (the others still are), 2 on a bad checkpoint, vocabulary
 
 import sys
 
-from absl import app
 from absl import flags
 
-from im2txt import configuration
+from im2txt import console
 from im2txt import inference
 
-_DEFAULTS = configuration.InferenceConfig()
+# Beam settings default to the `inference` section of the checkpoint's config.json.
+_FROM_CONFIG = " (default: the checkpoint's config.json, `inference` section)"
+_INFERENCE_FLAGS = ("beam_size", "max_caption_length", "length_normalization_factor",
+                    "batch_size")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint_path", None,
@@ -27,25 +29,25 @@ flags.DEFINE_string("checkpoint_path", None,
 flags.DEFINE_string("vocab_file", None, "Text file containing the vocabulary.")
 flags.DEFINE_string("input_files", None,
                     "File pattern or comma-separated list of file patterns of image files.")
-flags.DEFINE_integer("beam_size", _DEFAULTS.beam_size, "Captions kept at each step, and shown.")
-flags.DEFINE_integer("max_caption_length", _DEFAULTS.max_caption_length,
+flags.DEFINE_integer("beam_size", None, "Captions kept at each step, and shown." + _FROM_CONFIG)
+flags.DEFINE_integer("max_caption_length", None,
                      "Maximum caption length in ids, <S> included (max_caption_length - 1 "
-                     "decoding steps).")
-flags.DEFINE_float("length_normalization_factor", _DEFAULTS.length_normalization_factor,
-                   "If > 0, complete captions are ranked by logprob / length**factor.")
-flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size,
-                     "Images captioned together in one compiled beam search.")
+                     "decoding steps)." + _FROM_CONFIG)
+flags.DEFINE_float("length_normalization_factor", None,
+                   "If > 0, complete captions are ranked by logprob / length**factor."
+                   + _FROM_CONFIG)
+flags.DEFINE_integer("batch_size", None,
+                     "Images captioned together in one compiled beam search." + _FROM_CONFIG)
 flags.DEFINE_enum("output_format", "text", list(inference.OUTPUT_FORMATS),
                   "text: the original's lines; json: one JSON object per image and line.")
 
 
 def main(argv):
   del argv  # Unused.
-  inference_config = configuration.InferenceConfig(
-      beam_size=FLAGS.beam_size, max_caption_length=FLAGS.max_caption_length,
-      length_normalization_factor=FLAGS.length_normalization_factor,
-      batch_size=FLAGS.batch_size)
+  given = {name: FLAGS[name].value for name in _INFERENCE_FLAGS
+           if FLAGS[name].value is not None}
   try:
+    inference_config = inference.inference_config(FLAGS.checkpoint_path, given)
     return inference.caption_files(FLAGS.checkpoint_path, FLAGS.vocab_file, FLAGS.input_files,
                                    inference_config, FLAGS.output_format)
   except (ValueError, FileNotFoundError) as e:
@@ -53,7 +55,10 @@ def main(argv):
     return 2
 
 
+def run():
+  """The `im2txt-run-inference` console script (and `python -m im2txt.run_inference`)."""
+  console.run(main, __name__, ["checkpoint_path", "vocab_file", "input_files"])
+
+
 if __name__ == "__main__":
-  # Here, not at import, so that tests importing this module run without these flags.
-  flags.mark_flags_as_required(["checkpoint_path", "vocab_file", "input_files"])
-  app.run(main)
+  run()

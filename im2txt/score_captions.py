@@ -15,12 +15,12 @@ a missing image or a malformed annotation file is an error (exit code 2).
 
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
 from im2txt import caption_metrics
 from im2txt import caption_scoring
+from im2txt import console
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint_path", None,
@@ -68,7 +68,10 @@ def main(argv):
   return 0
 
 
+def run():
+  """The `im2txt-score-captions` console script (and `python -m im2txt.score_captions`)."""
+  console.run(main, __name__, ["checkpoint_path", "vocab_file", "image_dir", "results_file"])
+
+
 if __name__ == "__main__":
-  # Here, not at import, so that tests importing this module run without these flags.
-  flags.mark_flags_as_required(["checkpoint_path", "vocab_file", "image_dir", "results_file"])
-  app.run(main)
+  run()

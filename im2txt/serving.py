@@ -11,13 +11,13 @@ The images go through the same evaluation preprocessing and the same beam search
 run_inference, so both give the same captions. A batch with an undecodable JPEG fails as a whole.
 """
 
-import os
 
 import numpy as np
 import tensorflow as tf
 
 from im2txt import beam_search
 from im2txt import configuration
+from im2txt import file_io
 from im2txt import image_processing
 from im2txt import inference
 from im2txt import vocabulary
@@ -80,8 +80,7 @@ def export_saved_model(checkpoint_path: str, vocab_file: str, export_dir: str,
   vocab = inference.load_vocabulary(vocab_file, config.model, checkpoint)
   module = CaptionModule(model, vocab, inference_config)
   # Written beside the target and renamed, so a reader never sees half a SavedModel.
-  tmp_dir = f"{export_dir.rstrip('/')}.tmp-{os.getpid()}"
-  tf.saved_model.save(module, tmp_dir,
-                      signatures={"serving_default": module.serve.get_concrete_function()})
-  tf.io.gfile.rename(tmp_dir, export_dir)
+  with file_io.atomic_path(export_dir) as tmp_dir:
+    tf.saved_model.save(module, tmp_dir,
+                        signatures={"serving_default": module.serve.get_concrete_function()})
   return export_dir

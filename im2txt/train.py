@@ -14,11 +14,11 @@ The configuration is --config_file if given, else train_dir/config.json from an 
 
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
 from im2txt import configuration
+from im2txt import console
 from im2txt import training
 
 FLAGS = flags.FLAGS
@@ -77,5 +77,10 @@ def main(argv):
   return 0
 
 
+def run():
+  """The `im2txt-train` console script (and `python -m im2txt.train`)."""
+  console.run(main, __name__)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -23,6 +23,7 @@ single-device ones; gradients are summed across replicas, then clipped by their 
 import contextlib
 import dataclasses
 import math
+import os
 import shutil
 import signal
 import tempfile
@@ -34,10 +35,12 @@ from absl import logging
 import tensorflow as tf
 
 from im2txt import configuration
+from im2txt import file_io
 from im2txt import inputs
 from im2txt import show_and_tell_model
 from im2txt import slim_inception
 from im2txt import training_summaries
+from im2txt import vocabulary
 
 STRATEGIES = ("mirrored", "multi_worker", "default")
 OPTIMIZERS = ("SGD", "Adam")
@@ -45,6 +48,8 @@ MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mix
 _SUM = tf.distribute.ReduceOp.SUM
 # --inception_checkpoint_file value asking for a randomly initialised Inception.
 RANDOM_INCEPTION = "random"
+# The vocabulary file the Beam job writes beside the shards.
+VOCAB_FILENAME = "word_counts.txt"
 # Number of training images on which a random Inception's batch-norm statistics are calibrated.
 _CALIBRATION_IMAGES = 64
 
@@ -272,11 +277,47 @@ def _bad_input_error(pattern: str, error: tf.errors.InvalidArgumentError) -> Exc
       + "\nRemove or rebuild them, or pass --skip_bad_images to skip such records.")
 
 
-def _next(iterator, pattern: str):
+def _next(iterator, pattern: str, config: configuration.Config, train_dir: str):
   try:
     return next(iterator)
   except tf.errors.InvalidArgumentError as e:
-    raise _bad_input_error(pattern, e) from e
+    error = inputs.caption_id_error(e, config.model.vocab_size,
+                                    f"{train_dir}/{configuration.CONFIG_FILENAME}")
+    raise (error or _bad_input_error(pattern, e)) from e
+
+
+def check_vocabulary_fits(config: configuration.Config, options: TrainOptions) -> None:
+  """The data's word_counts.txt (the Beam job writes it beside the shards) has no more words than
+  the model predicts; checked before the first step, as its ids would be out of range."""
+  first_shard = file_io.expand_patterns(options.input_file_pattern, "--input_file_pattern")[0]
+  vocab_file = os.path.join(os.path.dirname(first_shard), VOCAB_FILENAME)
+  if not tf.io.gfile.exists(vocab_file):
+    return
+  size = len(vocabulary.Vocabulary.from_file(vocab_file))
+  if size > config.model.vocab_size:
+    raise ValueError(
+        f"{vocab_file} (beside the input shards) has {size} words with <UNK>, more than the "
+        f"model's vocab_size {config.model.vocab_size} (model.vocab_size in the run's "
+        f"configuration, {options.train_dir}/{configuration.CONFIG_FILENAME} or "
+        f"--config_file): its records hold caption ids the model cannot predict. Set "
+        f"model.vocab_size to at least {size}.")
+
+
+def input_seed(seed: Optional[int], restored_step: int) -> Optional[int]:
+  """The input pipeline's seed: `seed` with the restored global step folded in, so that a
+  restarted run reads a new order instead of replaying the first run's (and a fresh run's order
+  is `seed`'s)."""
+  if seed is None:
+    return None
+  return (seed + restored_step * 1_000_003) % (2 ** 31 - 1)
+
+
+def _restored_step(train_dir: str) -> int:
+  """The global step of train_dir's latest checkpoint (0 without one), read from the file."""
+  latest = tf.train.latest_checkpoint(train_dir)
+  if not latest:
+    return 0
+  return int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 def _count_skipped_records(pattern: str) -> int:
@@ -318,7 +359,8 @@ def _initialise_inception(model, config, options, global_batch: int) -> None:
                                 batch_size=max(global_batch, _CALIBRATION_IMAGES),
                                 skip_bad_images=options.skip_bad_images,
                                 seed=options.seed if options.seed is not None else 0)
-  images = _next(iter(dataset), options.input_file_pattern)["images"]
+  images = _next(iter(dataset), options.input_file_pattern, config,
+                 options.train_dir)["images"]
   model.calibrate_inception_batch_norm(images)
   logging.warning("Inception starts from random weights (--inception_checkpoint_file=%s); its "
                   "batch-norm statistics were calibrated on %d training images.",
@@ -398,6 +440,7 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   check_optimizer_names(config.training)
   show_and_tell_model.check_config(config.model)
   check_inception_source(config, options)
+  check_vocabulary_fits(config, options)
   # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
   strategy = make_strategy(options.strategy, options.devices)
   previous_policy = tf.keras.mixed_precision.global_policy()
@@ -425,10 +468,11 @@ def _train(strategy, config: configuration.Config, options: TrainOptions) -> Tra
       prefix=f"im2txt_worker{task_id}_")
 
   skipped = _count_skipped_records(options.input_file_pattern) if options.skip_bad_images else 0
+  seed = input_seed(options.seed, _restored_step(options.train_dir))
   dataset = strategy.distribute_datasets_from_function(
       lambda context: inputs.make_dataset(
           options.input_file_pattern, config, is_training=True, batch_size=global_batch,
-          input_context=context, skip_bad_images=options.skip_bad_images, seed=options.seed))
+          input_context=context, skip_bad_images=options.skip_bad_images, seed=seed))
   iterator = iter(dataset)
 
   with strategy.scope():
@@ -474,7 +518,7 @@ def _train(strategy, config: configuration.Config, options: TrainOptions) -> Tra
   try:
     with _stop_on_sigterm() as stop_requested:
       while step_value < options.number_of_steps:
-        batch = _next(iterator, options.input_file_pattern)
+        batch = _next(iterator, options.input_file_pattern, config, options.train_dir)
         want_save = bool(save_secs) and time.time() - last_save_time >= save_secs
         votes = tf.constant([float(want_save), float(stop_requested[0])])
         out = {k: v.numpy() for k, v in train_step(batch, votes).items()}

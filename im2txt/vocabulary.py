@@ -13,29 +13,51 @@ evaluator's references, so the three always agree.
 
 import ast
 import collections
-import os
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 from absl import logging
 import tensorflow as tf
 from nltk.tokenize import NLTKWordTokenizer
+from nltk.tokenize.punkt import PunktParameters
+from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+from im2txt import file_io
 
 START_WORD = "<S>"
 END_WORD = "</S>"
 UNK_WORD = "<UNK>"
 
-# NLTK's Treebank-style word tokenizer as used by nltk.word_tokenize, minus the sentence splitter
-# (which needs the downloaded `punkt` data). Stateless, so one instance serves every caller.
-_TOKENIZER = NLTKWordTokenizer()
+# The original builder tokenized with nltk.word_tokenize(caption.lower()): Punkt sentence
+# splitting with NLTK's English model, then NLTK's Treebank-style word tokenizer on each sentence.
+# Splitting first matters: "a man at a table. he eats" gives `table`, `.` (the word tokenizer
+# alone only splits the period off the end of its input, giving `table.`). The English model is
+# NLTK data (`punkt`), which this project does not download, so the same Punkt algorithm runs
+# here with the parameters that matter for captions written by hand: lower-cased text (as the
+# original lower-cased it) has no capitalisation cues, so a period ends a sentence unless the word
+# before it is an abbreviation. These are the abbreviations that occur in COCO/Flickr captions;
+# with one not listed, its period is split off as the end of a sentence.
+CAPTION_ABBREVIATIONS = frozenset([
+    "mr", "mrs", "ms", "dr", "jr", "sr", "st", "mt", "ave", "rd", "blvd", "ft",
+    "u.s", "u.k", "d.c", "l.a", "n.y", "a.m", "p.m", "e.g", "i.e", "etc", "vs", "no",
+    "inc", "co", "corp", "ltd", "jan", "feb", "mar", "apr", "aug", "sept", "oct", "nov", "dec",
+])
+_SENTENCE_PARAMETERS = PunktParameters()
+_SENTENCE_PARAMETERS.abbrev_types = set(CAPTION_ABBREVIATIONS)
+_SENTENCE_SPLITTER = PunktSentenceTokenizer(_SENTENCE_PARAMETERS)
+# Stateless, so one instance of each serves every caller.
+_WORD_TOKENIZER = NLTKWordTokenizer()
 
 
 def tokenize_caption(caption: str) -> List[str]:
-  """Lower-cases and word-tokenizes a caption, without the <S>/</S> markers.
+  """Lower-cases a caption, splits it into sentences, and word-tokenizes each (no <S>/</S>).
 
-  >>> tokenize_caption("A man, riding a wave.")
-  ['a', 'man', ',', 'riding', 'a', 'wave', '.']
+  >>> tokenize_caption("A man, riding a wave. He falls!")
+  ['a', 'man', ',', 'riding', 'a', 'wave', '.', 'he', 'falls', '!']
+  >>> tokenize_caption("Mr. Smith on St. Mark's place")
+  ['mr.', 'smith', 'on', 'st.', 'mark', "'s", 'place']
   """
-  return _TOKENIZER.tokenize(caption.lower())
+  return [token for sentence in _SENTENCE_SPLITTER.tokenize(caption.lower())
+          for token in _WORD_TOKENIZER.tokenize(sentence)]
 
 
 def caption_tokens(caption: str) -> List[str]:
@@ -64,13 +86,7 @@ def format_word_counts(word_counts: Sequence[Tuple[str, int]]) -> str:
 
 def write_word_counts(path: str, word_counts: Sequence[Tuple[str, int]]) -> None:
   """Writes word_counts.txt atomically (temp file + rename), via tf.io.gfile so gs:// works."""
-  directory = os.path.dirname(path)
-  if directory:
-    tf.io.gfile.makedirs(directory)
-  tmp_path = path + ".tmp"
-  with tf.io.gfile.GFile(tmp_path, "wb") as f:
-    f.write(format_word_counts(word_counts).encode("utf-8"))
-  tf.io.gfile.rename(tmp_path, path, overwrite=True)
+  file_io.write_file(path, format_word_counts(word_counts))
 
 
 def _decode_bytes_literal(token: str, where: str) -> str:

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+import re
 import tempfile
 import unittest
 from unittest import mock
@@ -280,7 +281,7 @@ class WriteShardsTransformTest(unittest.TestCase):
 
       pipeline = TestPipeline(options=PipelineOptions(IN_MEMORY))
       results = pipeline | shard_writer.BuildMscocoData(
-          spec_paths, tmp, tmp_dir, vocab_file, metadata_counts={"captions_non_ascii": 2})
+          spec_paths, tmp, tmp_dir, vocab_file)
       assert_that(results, equal_to(expected))
       result = pipeline.run()
       result.wait_until_finish()
@@ -291,8 +292,8 @@ class WriteShardsTransformTest(unittest.TestCase):
       self.assertEqual(counters["shards_written_val"], 3)
       self.assertEqual(counters["records_dropped_bad_image"], 2)
       self.assertEqual(counters["images_dropped_empty_file"], 1)
-      self.assertEqual(counters["captions_non_ascii"], 2)
       reports = build_report.read_reports(os.path.join(tmp_dir, shard_writer.REPORT_DIRNAME))
+      self.assertEqual(reports.counts, counters)  # The fallback for runners without metrics.
       self.assertEqual(reports.examples["images_dropped_empty_file"], [paths[3]])
       records = _read_records(os.path.join(tmp, "val-*"))
       self.assertEqual(sorted(records), [s.name for s in specs])
@@ -303,7 +304,7 @@ class WriteShardsTransformTest(unittest.TestCase):
       unk = 3
       self.assertEqual({tuple(r["caption_ids"]) for rs in records.values() for r in rs},
                        {(0, 2, unk, unk, 1), (0, 2, unk, 1)})
-      self.assertEqual([n for n in os.listdir(tmp_dir) if "incomplete" in n], [])
+      self.assertEqual([n for n in os.listdir(tmp_dir) if ".tmp-" in n], [])
 
 
 class FlagsTest(unittest.TestCase):
@@ -381,6 +382,13 @@ class BuildMscocoDataRunTest(unittest.TestCase):
     self.assertIn(os.path.join(data_dir, "notimage.jpg"), text)
     self.assertRegex(text, r"\n  train +106 +21 +3\n")
     self.assertRegex(text, r"zero-byte file +1  e\.g\. .*COCO_train2014_000000000004\.jpg")
+
+  def test_same_summary_from_report_files_on_runners_without_metrics(self):
+    out = os.path.join(self._tmp.name, "out_no_metrics")
+    with mock.patch.object(build_report, "metric_counters", return_value=None):
+      summary = build_mscoco_data.run(self.flags(out) + IN_MEMORY)
+    self.assertEqual(summary.counts, self.summary.counts)
+    self.assertEqual(summary.examples, self.summary.examples)
 
   def test_records_parse_with_the_input_parser_and_use_the_vocabulary(self):
     vocab = vocabulary.Vocabulary.from_file(os.path.join(self.out, "word_counts.txt"))
@@ -460,14 +468,17 @@ class BuildMscocoDataRunTest(unittest.TestCase):
     for name, data in _dir_bytes(out).items():
       if name.startswith(("train-0000", "val-", "test-")) and "-of-00009" not in name:
         self.assertEqual(data, reference[name], name)  # Complete shards only.
-    partial = [n for n in os.listdir(os.path.join(out, build_mscoco_data.TMP_DIRNAME))
-               if n.startswith("train-00001-of-00003")]
-    self.assertEqual(len(partial), 1)
+    job_tmp = os.path.join(out, build_mscoco_data.TMP_DIRNAME)
+    # The failed writer removed its partial file; a killed one would leave it in the job's temp
+    # directory, which the next run clears.
+    self.assertEqual([n for n in os.listdir(job_tmp) if n.startswith("train-00001")], [])
+    _write(os.path.join(job_tmp, "train-00001-of-00003.tmp-killed"), b"partial")
 
     _write(os.path.join(out, "val-00000-of-00002"), b"garbage")
     summary = build_mscoco_data.run(self.flags(out) + IN_MEMORY)
     self.assertEqual(summary.stale_shards_removed, 1)
     self.assertEqual(_dir_bytes(out), reference)
+    self.assertFalse(os.path.exists(job_tmp))
 
   def test_exit_status_is_non_zero_when_nothing_could_be_written(self):
     root = os.path.join(self._tmp.name, "all_bad")
@@ -498,6 +509,102 @@ class BuildMscocoDataRunTest(unittest.TestCase):
     test_ids = {r["image_id"] for rs in _read_records(os.path.join(out, "test-*")).values()
                 for r in rs}
     self.assertEqual(test_ids, {9, 10, 11, 12, 13})
+
+
+class OutsideImageDirTest(unittest.TestCase):
+  """A captions file cannot pull files from outside its image folder into the dataset."""
+
+  def setUp(self):
+    self._tmp = tempfile.TemporaryDirectory()
+    self.addCleanup(self._tmp.cleanup)
+    self.root = self._tmp.name
+    self.outside = os.path.join(self.root, "outside")
+    os.makedirs(self.outside)
+    # Good images, so that they would be written if they were ever read.
+    self.secret = _encode(colour=(1, 2, 3))
+    _write(os.path.join(self.outside, "secret.jpg"), self.secret)
+    _write(os.path.join(self.outside, "secret.png"), _encode(fmt="PNG", colour=(1, 2, 3)))
+
+  def _run(self, flags):
+    opened = []
+    real = image_check.read_and_check_image
+
+    def spy(path):
+      opened.append(path)
+      return real(path)
+
+    with mock.patch.object(image_check, "read_and_check_image", spy):
+      summary = build_mscoco_data.run(flags + [f"--output_dir={self.root}/out",
+                                               "--min_word_count=1"] + SHARD_FLAGS + IN_MEMORY)
+    records = [r for rs in _read_records(os.path.join(self.root, "out", "*-of-*")).values()
+               for r in rs]
+    self.assertFalse([p for p in opened if "secret" in p], opened)
+    self.assertFalse([r["image_id"] for r in records if r["image_data"] == self.secret])
+    return summary, {r["image_id"] for r in records}
+
+  def test_coco_file_names(self):
+    dataset = sample.make_sample_dataset(os.path.join(self.root, "data"), num_train_images=4,
+                                         num_val_images=0, image_size=32)
+    image_dir = dataset.train_image_dir
+    os.symlink(os.path.join(self.outside, "secret.jpg"), os.path.join(image_dir, "link.jpg"))
+    os.symlink(self.outside, os.path.join(image_dir, "linked_dir"))
+    os.symlink(os.path.join(image_dir, "COCO_train2014_000000000001.jpg"),
+               os.path.join(image_dir, "inside_link.jpg"))
+    with open(dataset.train_captions_file) as f:
+      data = json.load(f)
+    names = {101: "../../outside/secret.jpg", 102: os.path.join(self.outside, "secret.png"),
+             103: "link.jpg", 104: "linked_dir/secret.jpg", 105: "a/../../outside/secret.jpg",
+             106: "inside_link.jpg", 107: "./sub/../COCO_train2014_000000000002.jpg"}
+    for image_id, name in names.items():
+      data["images"].append({"id": image_id, "file_name": name})
+      data["annotations"] += [{"id": image_id * 10 + k, "image_id": image_id,
+                               "caption": "a secret thing"} for k in range(2)]
+    with open(dataset.train_captions_file, "w") as f:
+      json.dump(data, f)
+
+    summary, image_ids = self._run(dataset.build_args())
+    self.assertEqual(summary.counts[build_report.IMAGES_DROPPED_OUTSIDE_IMAGE_DIR], 5)
+    base = os.path.basename(dataset.train_captions_file)
+    self.assertEqual(summary.examples[build_report.IMAGES_DROPPED_OUTSIDE_IMAGE_DIR],
+                     [f"{base}: {names[i]}" for i in (101, 102, 103)])
+    self.assertNotIn(build_report.ANNOTATIONS_UNKNOWN_IMAGE_ID, summary.counts)
+    self.assertEqual(image_ids, {1, 2, 3, 4, 106, 107})  # Links and `..` that stay inside.
+    self.assertRegex(summary.format(), r"path outside its image folder +5  e\.g\. "
+                     + re.escape(f"{base}: ../../outside/secret.jpg"))
+
+  def test_karpathy_filepath_and_filename(self):
+    image_dir = os.path.join(self.root, "images")
+    os.makedirs(os.path.join(image_dir, "train2014"))
+    os.symlink(os.path.join(self.outside, "secret.jpg"), os.path.join(image_dir, "link.jpg"))
+    entries = []
+    for i in range(4):
+      _write(os.path.join(image_dir, "train2014", f"{i}.jpg"), _encode(colour=(i * 50, 0, 0)))
+      entries.append({"filepath": "train2014", "filename": f"{i}.jpg"})
+    entries += [{"filepath": "..", "filename": "outside/secret.jpg"},
+                {"filepath": "train2014", "filename": os.path.join(self.outside, "secret.jpg")},
+                {"filename": "link.jpg"}, {"filepath": "/", "filename": "etc/hostname"}]
+    for i, entry in enumerate(entries):
+      entry.update(imgid=i, split="train" if i % 2 else "test",
+                   sentences=[{"raw": "A secret thing."}])
+    split_file = os.path.join(self.root, "dataset_coco.json")
+    with open(split_file, "w") as f:
+      json.dump({"images": entries}, f)
+
+    summary, image_ids = self._run([f"--karpathy_split_file={split_file}",
+                                    f"--image_dir={image_dir}"])
+    self.assertEqual(summary.counts[build_report.IMAGES_DROPPED_OUTSIDE_IMAGE_DIR], 4)
+    self.assertEqual(image_ids, {0, 1, 2, 3})
+
+  def test_image_path(self):
+    join = lambda *p: os.path.join(self.root, *p)
+    self.assertEqual(caption_metadata.image_path(self.root, "a/b.jpg"), join("a", "b.jpg"))
+    self.assertEqual(caption_metadata.image_path(self.root, "a/../b.jpg"), join("b.jpg"))
+    for bad in ("", ".", "..", "../x.jpg", "a/../../x.jpg", "/etc/passwd", "gs://b/x.jpg"):
+      self.assertIsNone(caption_metadata.image_path(self.root, bad), bad)
+    # Remote image folders: no symlinks to follow, `..` still refused.
+    self.assertEqual(caption_metadata.image_path("gs://bucket/coco", "train2014/x.jpg"),
+                     "gs://bucket/coco/train2014/x.jpg")
+    self.assertIsNone(caption_metadata.image_path("gs://bucket/coco", "../other/x.jpg"))
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ class ConfigurationTest(unittest.TestCase):
     with tempfile.TemporaryDirectory() as d:
       path = configuration.save_config(c, d)
       self.assertEqual(path, os.path.join(d, "config.json"))
-      self.assertFalse(os.path.exists(path + ".tmp"))
+      self.assertEqual(os.listdir(d), ["config.json"])
       self.assertEqual(configuration.load_config(d), c)
       self.assertEqual(configuration.load_config(path), c)
 

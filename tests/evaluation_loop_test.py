@@ -114,30 +114,40 @@ class EvaluationLoopTest(tf.test.TestCase):
     self.assertEqual(state["last_evaluated_step"], 20)
     self.assertEqual(state["checkpoint_dir"], self.train_dir)
 
+  def test_takes_the_latest_checkpoint_and_logs_the_skipped_ones(self):
+    paths = [self._save(step, seed=step) for step in (10, 20, 30)]
+    results = self._loop(number_of_steps=40, max_wait_secs=0.5).run()
+    self.assertEqual([r.step for r in results], [30])
+    for path, step in zip(paths[:2], (10, 20)):
+      self.assertIn(f"Skipping {path} (step {step}): a newer checkpoint, {paths[2]}, is waiting",
+                    self.logs.text())
+    self.assertEqual([s for s, _ in self._scalars()["Perplexity"]], [30])
+
   def test_checkpoint_deleted_before_its_restore_is_skipped(self):
-    path10 = self._save(10, seed=1)
-    self._save(20, seed=2)
+    self._save(10, seed=1)
+    path20 = self._save(20, seed=2)
     restore = self.evaluator.restore
 
     def rotate_then_restore(ref):
-      if ref.step == 10:  # the trainer's rotation strikes between discovery and restore
+      if ref.step == 20:  # the trainer's rotation strikes between discovery and restore
         testdata.delete_checkpoint_files(ref.path)
+        self._save(30, seed=3)
       return restore(ref)
 
     with mock.patch.object(self.evaluator, "restore", rotate_then_restore):
       results = self._loop(max_wait_secs=0.5).run()
-    self.assertEqual([r.step for r in results], [20])
-    self.assertIn(f"Checkpoint {path10} was deleted before it could be evaluated (the trainer "
+    self.assertEqual([r.step for r in results], [30])
+    self.assertIn(f"Checkpoint {path20} was deleted before it could be evaluated (the trainer "
                   "keeps only its latest checkpoints); skipping", self.logs.text())
-    self.assertEqual([s for s, _ in self._scalars()["Perplexity"]], [20])
+    self.assertEqual([s for s, _ in self._scalars()["Perplexity"]], [30])
 
   def test_min_global_step_and_restarts(self):
     for step in (10, 20, 30):
       self._save(step, seed=step)
     results = self._loop(eval_overrides={"min_global_step": 15}, max_wait_secs=0.3).run()
-    self.assertEqual([r.step for r in results], [20, 30])
-    self.assertIn("Skipping", self.logs.text())
+    self.assertEqual([r.step for r in results], [30])  # The latest; 20 is skipped for it.
     self.assertIn("ckpt-10: global step 10 < min_global_step 15", self.logs.text())
+    self.assertIn("ckpt-20 (step 20): a newer checkpoint", self.logs.text())
     # A restarted evaluator does not redo what is in evaluation_state.json...
     self.assertEqual(self._loop(max_wait_secs=0.3).run(), [])
     self.assertIn("up to step 30 were evaluated before", self.logs.text())
@@ -145,7 +155,7 @@ class EvaluationLoopTest(tf.test.TestCase):
     self._save(40, seed=40)
     results = self._loop(eval_overrides={"min_global_step": 100}, number_of_steps=40).run()
     self.assertEqual([r.step for r in results], [40])
-    self.assertEqual([s for s, _ in self._scalars()["Perplexity"]], [20, 30, 40])
+    self.assertEqual([s for s, _ in self._scalars()["Perplexity"]], [30, 40])
     with open(os.path.join(self.eval_dir, evaluation_loop.STATE_FILENAME)) as f:
       self.assertEqual(json.load(f)["last_evaluated_step"], 40)
     # Restarted after the final step was evaluated, it has nothing left to do.

@@ -28,7 +28,7 @@ class InputsTestBase(tf.test.TestCase):
     cls.dir = tempfile.mkdtemp()
     cls.addClassCleanup(shutil.rmtree, cls.dir, True)
     cls.pattern = td.write_shards(cls.dir, td.colour_examples(CAPTIONS), num_shards=3)
-    cls.config = td.tiny_config(batch_size=3)
+    cls.config = td.tiny_config(batch_size=3, vocab_size=24)  # Caption ids go up to 21.
 
 
 class EvalDatasetTest(InputsTestBase):
@@ -73,15 +73,20 @@ class EvalDatasetTest(InputsTestBase):
       inputs.make_dataset(f"{self.pattern},{self.dir}/nothing-here*", self.config,
                           is_training=False)
 
-  def test_max_caption_tokens_truncates(self):
-    self.config.input.max_caption_tokens = 3
+  def test_max_caption_tokens_skips_longer_captions_whole(self):
+    self.config.input.max_caption_tokens = 4
     try:
       batch = next(iter(inputs.make_dataset(self.pattern, self.config, is_training=False,
                                             batch_size=7)))
     finally:
       self.config.input.max_caption_tokens = 0
-    self.assertEqual(batch["input_seqs"].shape[1], 2)
-    self.assertEqual(batch["target_seqs"][0].numpy().tolist(), [3, 4])  # "<S> 3 4" of image 0
+    # Kept: captions of at most 4 tokens with <S> and </S> (images 1, 3 and 6), in file order.
+    self.assertEqual(batch["image_ids"].numpy().tolist(), [3, 6, 1])
+    for row, image_id in enumerate(batch["image_ids"].numpy()):
+      input_seq, target_seq = _expected(image_id)
+      n = len(target_seq)
+      self.assertEqual(batch["target_seqs"][row, :n].numpy().tolist(), target_seq)
+      self.assertEqual(target_seq[-1], td.END_ID)  # Every target still ends with </S>.
 
   def test_split_caption_example(self):
     input_seq, target_seq, mask = inputs.split_caption(tf.constant([1, 5, 9, 2], tf.int64))
@@ -191,7 +196,7 @@ class OriginalReaderRecordsTest(tf.test.TestCase):
     examples = td.colour_examples(CAPTIONS, textured=True)
     cls.full = td.write_shards(os.path.join(cls.dir, "full"), examples, num_shards=2)
     cls.bare = cls._write_bare_shards(os.path.join(cls.dir, "bare"), examples, num_shards=2)
-    cls.config = td.tiny_config(batch_size=3)
+    cls.config = td.tiny_config(batch_size=3, vocab_size=24)  # Caption ids go up to 21.
 
   @staticmethod
   def _write_bare_shards(directory, examples, num_shards):

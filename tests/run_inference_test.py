@@ -1,6 +1,7 @@
 """Tests of run_inference (//im2txt:run_inference) and its library im2txt/inference.py."""
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -47,17 +48,6 @@ class FormatTest(tf.test.TestCase):
     captions = [inference.Caption([0, 2, 3, 1], -1.5, -1.5)]
     self.assertEqual({"file": "d/x.jpg", "captions": ["a dog"], "log_probs": [-1.5]},
                      json.loads(inference.format_json("d/x.jpg", captions, self.vocab)))
-
-  def test_expand_input_files(self):
-    tmp = self.get_temp_dir()
-    paths = inference_testutil.write_jpegs(os.path.join(tmp, "expand"), 3)
-    pattern = os.path.join(tmp, "expand", "*.jpg")
-    self.assertEqual(paths, inference.expand_input_files(pattern))
-    self.assertEqual([paths[2], paths[0], paths[1]],
-                     inference.expand_input_files(f"{paths[2]},{pattern}"))
-    missing = os.path.join(tmp, "nothing-*.png")
-    with self.assertRaisesRegex(FileNotFoundError, re.escape(repr(missing))):
-      inference.expand_input_files(f"{pattern},{missing}")
 
 
 class RunInferenceTest(tf.test.TestCase):
@@ -132,6 +122,27 @@ class RunInferenceTest(tf.test.TestCase):
     self.assertEqual(self.jpegs, [o["file"] for o in objects])
     for o in objects:
       self._assert_expected(o["file"], o["captions"], [math.exp(lp) for lp in o["log_probs"]])
+
+  def test_beam_settings_from_config_json_unless_flags_override(self):
+    config = copy.deepcopy(self.config)
+    config.inference = configuration.InferenceConfig(beam_size=2, max_caption_length=4,
+                                                     length_normalization_factor=0.5,
+                                                     batch_size=2)
+    train_dir = os.path.join(self.tmp, "train_beam2")
+    inference_testutil.write_checkpoint(self.model, config, train_dir)
+    self.assertEqual(inference.inference_config(train_dir, {}), config.inference)
+    self.assertEqual(inference.inference_config(train_dir, {"beam_size": 1, "batch_size": 7}),
+                     configuration.InferenceConfig(1, 4, 0.5, 7))
+
+    flags = [f"--checkpoint_path={train_dir}", f"--vocab_file={self.vocab_file}",
+             f"--input_files={self.jpegs[0]}", "--output_format=json"]
+    for extra, beam_size in (([], 2), (["--beam_size=1"], 1)):
+      code, out, err = self._run_binary(*flags, *extra)
+      self.assertEqual((code, err), (0, ""))
+      captions = json.loads(out)["captions"]
+      self.assertLen(captions, beam_size)
+      # max_caption_length 4: <S> and at most 3 decoded words.
+      self.assertTrue(all(len(c.split()) <= 3 for c in captions), captions)
 
   def test_pattern_matching_nothing(self):
     missing = os.path.join(self.tmp, "missing", "*.jpg")

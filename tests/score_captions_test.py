@@ -184,8 +184,9 @@ class ScoreCaptionsTest(tf.test.TestCase):
     malformed["annotations"].append({"image_id": 999, "caption": "an unknown image"})
     cases = [
         ("missing.json", missing, "image 184613's file .*gone.jpg does not exist"),
-        ("outside.json", outside, "image 184613's file .*ckpt-7.index is outside --image_dir"),
-        ("absolute.json", absolute, "image 184613's file .*word_counts.txt is outside"),
+        ("outside.json", outside,
+         r"1 image file\(s\) outside --image_dir .*, e.g. ../train/ckpt-7.index; not read"),
+        ("absolute.json", absolute, "outside --image_dir .*, e.g. /.*word_counts.txt; not read"),
         ("malformed.json", malformed, "malformed annotation file: 1 annotations unknown image id"),
         ("not_coco.json", {"images": []}, "not a COCO captions file"),
     ]

@@ -50,6 +50,45 @@ class BadImageTest(tf.test.TestCase):
                      os.path.join(options.train_dir, "ckpt-4"))
 
 
+class VocabularySizeTest(tf.test.TestCase):
+  """Caption ids the model cannot predict: a raw error on CPU, silent NaNs on GPU, unless named."""
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.tmp, True)
+
+  def test_record_with_an_id_beyond_vocab_size_is_named(self):
+    # tiny_config's vocab_size is 16; record 1 of shard 0 (image 2) holds id 16.
+    captions = {**CAPTIONS, 2: [8, 16]}
+    pattern = td.write_shards(os.path.join(self.tmp, "data"), td.colour_examples(captions), 2)
+    options = training.TrainOptions(input_file_pattern=pattern,
+                                    train_dir=os.path.join(self.tmp, "train"),
+                                    number_of_steps=3, seed=1)
+    with self.assertRaises(ValueError) as raised:
+      training.train(td.tiny_config(batch_size=4), options)
+    self.assertEqual(
+        str(raised.exception).split(". ")[0],
+        f"{self.tmp}/data/train-00000-of-00002: record 1 has caption id 16, outside the model's "
+        f"vocabulary [0, 16) (model.vocab_size in {options.train_dir}/config.json)")
+    self.assertIsNone(tf.train.latest_checkpoint(options.train_dir))
+
+  def test_vocabulary_beside_the_shards_larger_than_the_model_stops_before_any_step(self):
+    pattern = td.write_shards(os.path.join(self.tmp, "data"), td.colour_examples(CAPTIONS), 2)
+    vocab_file = os.path.join(self.tmp, "data", "word_counts.txt")
+    with open(vocab_file, "w") as f:
+      f.write("\n".join(["<S> 9", "</S> 9"] + [f"w{i} 5" for i in range(14)]))  # 17 with <UNK>
+    options = training.TrainOptions(input_file_pattern=pattern,
+                                    train_dir=os.path.join(self.tmp, "train"), number_of_steps=3)
+    with self.assertRaisesRegex(ValueError, f"{vocab_file} \\(beside the input shards\\) has "
+                                "17 words with <UNK>, more than the model's vocab_size 16"):
+      training.train(td.tiny_config(), options)
+    self.assertFalse(os.path.exists(options.train_dir))  # Nothing written.
+    with open(vocab_file, "w") as f:
+      f.write("\n".join(["<S> 9", "</S> 9"] + [f"w{i} 5" for i in range(13)]))  # 16: fits.
+    training.check_vocabulary_fits(td.tiny_config(), options)
+
+
 class DivergenceTest(tf.test.TestCase):
 
   def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(self):

@@ -5,11 +5,13 @@ import json
 import os
 import shutil
 import tempfile
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 
 from im2txt import configuration
+from im2txt import inputs
 from im2txt import show_and_tell_model
 from im2txt import training
 from tests import training_testdata as td
@@ -126,7 +128,12 @@ class RestartTest(tf.test.TestCase):
 
     config.training.save_checkpoint_steps = 1
     options.number_of_steps = 5
-    second = training.train(config, options)
+    # The restart reads a new input order: the restored step is folded into the seed.
+    with mock.patch.object(inputs, "make_dataset", wraps=inputs.make_dataset) as make_dataset:
+      second = training.train(config, options)
+    self.assertEqual(make_dataset.call_args.kwargs["seed"], training.input_seed(4, 3))
+    self.assertNotEqual(training.input_seed(4, 3), 4)
+    self.assertEqual(training.input_seed(4, 0), 4)
     self.assertEqual((second.start_step, second.global_step), (3, 5))
     self.assertEqual(tf.train.latest_checkpoint(train_dir), os.path.join(train_dir, "ckpt-5"))
     reader = tf.train.load_checkpoint(os.path.join(train_dir, "ckpt-5"))

@@ -1,5 +1,6 @@
 """Tests for im2txt.vocabulary: the tokenizer and the word_counts.txt format."""
 
+import doctest
 import os
 import shutil
 import tempfile
@@ -33,6 +34,47 @@ class TokenizerTest(unittest.TestCase):
   def test_caption_tokens_wraps_in_markers(self):
     self.assertEqual(vocabulary.caption_tokens("A dog."), ["<S>", "a", "dog", ".", "</S>"])
 
+  def test_docstring_examples(self):
+    self.assertEqual(doctest.testmod(vocabulary).failed, 0)
+
+
+class SentenceSplitTest(unittest.TestCase):
+  """nltk.word_tokenize's semantics (sentences first, then words), written out by hand."""
+
+  def test_multi_sentence(self):
+    # The word tokenizer alone keeps `table.` and `montréal.` as words.
+    self.assertEqual(vocabulary.tokenize_caption("A man at a table. He eats"),
+                     ["a", "man", "at", "a", "table", ".", "he", "eats"])
+    self.assertEqual(vocabulary.tokenize_caption("Two dogs play!A ball?  Yes. "),
+                     ["two", "dogs", "play", "!", "a", "ball", "?", "yes", "."])
+    self.assertEqual(vocabulary.tokenize_caption('A sign reads "Stop." Next to a car'),
+                     ["a", "sign", "reads", "``", "stop", ".", "''", "next", "to", "a", "car"])
+    self.assertEqual(vocabulary.tokenize_caption("A man (left.) and a woman"),
+                     ["a", "man", "(", "left", ".", ")", "and", "a", "woman"])
+
+  def test_abbreviations_do_not_end_sentences(self):
+    self.assertEqual(vocabulary.tokenize_caption("Mr. Smith walks his dog on St. Mark's Place."),
+                     ["mr.", "smith", "walks", "his", "dog", "on", "st.", "mark", "'s", "place",
+                      "."])
+    self.assertEqual(vocabulary.tokenize_caption("The U.S. flag at 3 p.m. today"),
+                     ["the", "u.s.", "flag", "at", "3", "p.m.", "today"])
+    self.assertEqual(vocabulary.tokenize_caption("A dog... running on the beach"),
+                     ["a", "dog", "...", "running", "on", "the", "beach"])
+
+  def test_unicode_sentences(self):
+    self.assertEqual(vocabulary.tokenize_caption("Un café à Montréal. Très bien"),
+                     ["un", "café", "à", "montréal", ".", "très", "bien"])
+
+  def test_empty_sentences(self):
+    self.assertEqual(vocabulary.tokenize_caption(". . ."), [".", ".", "."])
+    self.assertEqual(vocabulary.caption_tokens(" \n "), ["<S>", "</S>"])
+
+  def test_vocabulary_of_multi_sentence_captions(self):
+    captions = ["A dog on a table. It sleeps.", "A cat near a table. It eats", "A table."]
+    counts = vocabulary.count_words(vocabulary.caption_tokens(c) for c in captions)
+    self.assertEqual(vocabulary.sorted_word_counts(counts, 2),
+                     [("a", 5), (".", 4), ("</S>", 3), ("<S>", 3), ("table", 3), ("it", 2)])
+
 
 class VocabularyFileTest(unittest.TestCase):
 
@@ -53,7 +95,7 @@ class VocabularyFileTest(unittest.TestCase):
     # original's "\n".join(["%s %d" % (w, c) ...]).
     expected = b". 3\n</S> 3\n<S> 3\na 3\ndog 2\nsits 2"
     self.assertEqual(data, expected)
-    self.assertFalse(os.path.exists(self.path + ".tmp"))
+    self.assertEqual([n for n in os.listdir(os.path.dirname(self.path)) if ".tmp-" in n], [])
 
   def test_round_trip_ids(self):
     word_counts = self._build(["A dog runs.", "A dog sits.", "A cat sits."], 2)
