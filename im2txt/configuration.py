@@ -109,8 +109,11 @@ class TrainingConfig:
   save_checkpoint_steps: int = 1000
   # ... and also whenever this many seconds have passed since the last one (0 disables).
   save_checkpoint_secs: int = 600
-  # TensorBoard scalars are written every this many steps.
+  # TensorBoard scalars are written every this many steps (between training loops).
   summary_every_n_steps: int = 10
+  # Input images and the caption-length histogram are written every this many seconds (and at a
+  # run's first summary; 0: only then), as the original wrote its summaries every 600 s.
+  image_summary_secs: int = 600
 
 
 @dataclasses.dataclass

@@ -23,6 +23,7 @@ records are skipped instead (and `find_undecodable_records` counts them up front
 import re
 from typing import List, Optional, Tuple
 
+from absl import logging
 import tensorflow as tf
 
 from im2txt import configuration
@@ -206,3 +207,52 @@ def _describe_bad_record(filename: str, index: int, serialized: tf.Tensor) -> st
     reason = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", e.message.splitlines()[0])
   return (f"{filename} record {index} (image_id {int(parsed['image_id'])}): image does not "
           f"decode as JPEG: {reason}")
+
+
+# --- what the trainer reports about bad records ------------------------------------------------
+
+
+class BadInputError(ValueError):
+  """Input records that cannot be decoded, named."""
+
+
+def bad_input_error(pattern: str, error: tf.errors.InvalidArgumentError) -> Exception:
+  """BadInputError naming the records of `pattern` whose image does not decode (scanned now), or
+  `error` itself when every image decodes."""
+  logging.error("An input record failed (%s); scanning %s for undecodable records...",
+                error.message.splitlines()[0], pattern)
+  total, bad, descriptions = find_undecodable_records(pattern)
+  if not bad:
+    return error
+  more = "\n  ..." if bad > len(descriptions) else ""
+  return BadInputError(
+      f"{bad} of {total} input records have an image that does not decode:\n  "
+      + "\n  ".join(descriptions) + more
+      + "\nRemove or rebuild them, or pass --skip_bad_images to skip such records.")
+
+
+def input_error(error: tf.errors.InvalidArgumentError, pattern: str, vocab_size: int,
+                config_source: str) -> Exception:
+  """The error to report for an InvalidArgumentError of the input pipeline: the record with a
+  caption id outside the vocabulary, or the records whose image does not decode, named."""
+  return caption_id_error(error, vocab_size, config_source) or bad_input_error(pattern, error)
+
+
+def next_batch(iterator, pattern: str, vocab_size: int, config_source: str):
+  """next(iterator), with input_error's message for a bad record."""
+  try:
+    return next(iterator)
+  except tf.errors.InvalidArgumentError as e:
+    raise input_error(e, pattern, vocab_size, config_source) from e
+
+
+def count_skipped_records(pattern: str) -> int:
+  """--skip_bad_images: scans the records once, reports and returns how many will be skipped."""
+  total, skipped, descriptions = find_undecodable_records(pattern)
+  if skipped == total:
+    raise BadInputError(f"None of the {total} records of {pattern} has an image that decodes:"
+                        "\n  " + "\n  ".join(descriptions))
+  if skipped:
+    logging.warning("--skip_bad_images: %d of %d records will be skipped:\n  %s", skipped, total,
+                    "\n  ".join(descriptions))
+  return skipped

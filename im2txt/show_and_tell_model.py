@@ -164,6 +164,17 @@ class ShowAndTellModel(tf.keras.Model):
     except (ValueError, OSError) as e:
       raise ValueError(f"{path}: not a Keras InceptionV3 no-top weights file ({e})") from e
 
+  def synchronize_inception_batch_norm(self) -> None:
+    """Inception's batch norms compute their training statistics over the global batch (all
+    replicas) instead of each replica's share, as `BatchNormalization(synchronized=True)`.
+
+    For phase 2 on several replicas; it changes no variable (checkpoints are unaffected), and on
+    one replica the result is the same as without (at the cost of the unfused kernel).
+    """
+    for layer in self._inception_batch_norms():
+      layer.synchronized = True
+      layer.fused = False  # The fused kernel cannot synchronise.
+
   def _inception_batch_norms(self) -> List[tf.keras.layers.BatchNormalization]:
     return [l for l in self.inception.layers
             if isinstance(l, tf.keras.layers.BatchNormalization)]

@@ -26,10 +26,12 @@ CAPTIONS = {0: [3, 4, 5], 1: [6, 7], 2: [8, 9, 10, 11], 3: [12, 5], 4: [3, 3, 3,
 
 
 def assert_two_replicas_match_one_device(test: tf.test.TestCase, config,
-                                         num_model_variables: int) -> None:
+                                         num_model_variables: int,
+                                         train_inception: bool = False) -> dict:
   """Trains 3 steps on one device and on two mirrored replicas; losses and weights must agree.
 
-  num_model_variables: the checkpoint's values under model/ (weights, and optimizer slots).
+  num_model_variables: the checkpoint's values under model/ (weights, batch-norm statistics and
+  optimizer slots). Returns the two checkpoint readers ("one", "two").
   """
   if SETUP_ERROR:
     test.skipTest(f"needs its own process: {SETUP_ERROR}")
@@ -41,7 +43,8 @@ def assert_two_replicas_match_one_device(test: tf.test.TestCase, config,
                                   ("two", "mirrored", ["/cpu:0", "/cpu:1"])]:
     options = training.TrainOptions(input_file_pattern=pattern,
                                     train_dir=os.path.join(tmp, name), number_of_steps=3,
-                                    seed=7, strategy=strategy, devices=devices)
+                                    seed=7, strategy=strategy, devices=devices,
+                                    train_inception=train_inception, steps_per_loop=1)
     results[name] = training.train(config, options)
     readers[name] = tf.train.load_checkpoint(results[name].last_checkpoint)
 
@@ -59,3 +62,4 @@ def assert_two_replicas_match_one_device(test: tf.test.TestCase, config,
     test.assertAllClose(one, two, atol=1e-3, rtol=1e-3, msg=key)
     compared += 1
   test.assertEqual(compared, num_model_variables)
+  return readers

@@ -100,17 +100,18 @@ class DistributionTest(unittest.TestCase):
     scheduler_file = os.path.join(self.tmp, "scheduler.json")
     common = dict(cwd=self.work, env=self.env, stdout=subprocess.DEVNULL,
                   stderr=open(os.path.join(self.tmp, "dask.log"), "a"))
+    dask = [os.path.join(self.bin, "python"), "-m", "dask"]
     processes = [subprocess.Popen(
-        [os.path.join(self.bin, "python"), "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--no-dashboard", "--scheduler-file", scheduler_file], **common)]
+        dask + ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                "--scheduler-file", scheduler_file], **common)]
     for _ in range(300):
       if os.path.exists(scheduler_file):
         break
       time.sleep(0.1)
     processes.append(subprocess.Popen(
-        [os.path.join(self.bin, "python"), "-m", "dask", "worker", "--scheduler-file", scheduler_file,
-         "--nworkers", "2", "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
-         "--local-directory", os.path.join(self.tmp, "dask-workers")], **common))
+        dask + ["worker", "--scheduler-file", scheduler_file, "--nworkers", "2", "--nthreads",
+                "1", "--no-dashboard", "--host", "127.0.0.1", "--local-directory",
+                os.path.join(self.tmp, "dask-workers")], **common))
     for process in processes:
       self.addCleanup(process.wait, 30)
       self.addCleanup(process.terminate)

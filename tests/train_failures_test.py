@@ -8,6 +8,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from im2txt import inputs
+from im2txt import train_state
 from im2txt import training
 from tests import training_testdata as td
 
@@ -31,7 +33,7 @@ class BadImageTest(tf.test.TestCase):
     options = training.TrainOptions(input_file_pattern=self.pattern,
                                     train_dir=os.path.join(self.tmp, "fails"),
                                     number_of_steps=20, seed=1)
-    with self.assertRaises(training.BadInputError) as raised:
+    with self.assertRaises(inputs.BadInputError) as raised:
       training.train(td.tiny_config(), options)
     message = str(raised.exception)
     self.assertIn("1 of 5 input records", message)
@@ -86,7 +88,7 @@ class VocabularySizeTest(tf.test.TestCase):
     self.assertFalse(os.path.exists(options.train_dir))  # Nothing written.
     with open(vocab_file, "w") as f:
       f.write("\n".join(["<S> 9", "</S> 9"] + [f"w{i} 5" for i in range(13)]))  # 16: fits.
-    training.check_vocabulary_fits(td.tiny_config(), options)
+    train_state.check_vocabulary_fits(td.tiny_config(), options)
 
 
 class DivergenceTest(tf.test.TestCase):

@@ -1,4 +1,8 @@
-"""im2txt.train killed with SIGKILL resumes from its last checkpoint; SIGTERM stops it cleanly."""
+"""im2txt.train killed with SIGKILL resumes from its last checkpoint; SIGTERM stops it cleanly.
+
+With fused steps (--steps_per_loop=3): log lines, checkpoints (every 6 steps) and the stop come
+between loops, so the steps they name follow the loop rule exactly (_loop_ends).
+"""
 
 import os
 import re
@@ -16,6 +20,17 @@ TIMEOUT_SECS = 400
 def _checkpoint_step(train_dir: str) -> int:
   latest = tf.train.latest_checkpoint(train_dir)
   return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+def _loop_ends(start: int, steps_per_loop: int, save_steps: int, count: int) -> list:
+  """The global steps at which a run from `start` ends its first `count` loops: one step first,
+  then steps_per_loop, cut at multiples of save_steps."""
+  ends, step = [], start
+  while len(ends) < count:
+    n = 1 if step == start else min(steps_per_loop, save_steps - step % save_steps)
+    step += n
+    ends.append(step)
+  return ends
 
 
 def _read(path: str) -> str:
@@ -39,35 +54,37 @@ class KillTest(tf.test.TestCase):
   def test_sigkill_then_restart_then_sigterm(self):
     tmp = self.create_tempdir().full_path
     pattern = td.write_shards(os.path.join(tmp, "data"), td.colour_examples(CAPTIONS), 2)
-    config_file = td.write_config_file(td.tiny_config(save_checkpoint_steps=2),
+    config_file = td.write_config_file(td.tiny_config(save_checkpoint_steps=6),
                                        os.path.join(tmp, "config"))
     train_dir = os.path.join(tmp, "train")
     args = [f"--input_file_pattern={pattern}", f"--train_dir={train_dir}",
-            f"--config_file={config_file}", "--number_of_steps=100000", "--seed=5"]
+            f"--config_file={config_file}", "--number_of_steps=100000", "--seed=5",
+            "--steps_per_loop=3"]
 
-    # 1. Killed without warning once it has saved step 4 or later.
+    # 1. Killed without warning once it has saved step 6 or later.
     log1 = os.path.join(tmp, "run1.log")
     run1 = td.start_train_process(args, log1)
-    self._wait_for(lambda: _checkpoint_step(train_dir) >= 4, run1, log1, "checkpoint 4")
+    self._wait_for(lambda: _checkpoint_step(train_dir) >= 6, run1, log1, "checkpoint 6")
     run1.send_signal(signal.SIGKILL)
     run1.wait()
     killed_at = _checkpoint_step(train_dir)
-    self.assertEqual(killed_at % 2, 0)
+    self.assertEqual(killed_at % 6, 0)
     logged_steps = [int(s) for s in re.findall(r"step (\d+): loss", _read(log1))]
+    self.assertEqual(logged_steps, _loop_ends(0, 3, 6, len(logged_steps)))
     self.assertGreaterEqual(max(logged_steps), killed_at)
 
     # 2. The same command resumes from that checkpoint; SIGTERM then saves and stops it.
     log2 = os.path.join(tmp, "run2.log")
     run2 = td.start_train_process(args, log2)
-    self._wait_for(lambda: f"step {killed_at + 3}: loss" in _read(log2), run2, log2,
-                   f"step {killed_at + 3}")
+    self._wait_for(lambda: f"step {killed_at + 4}: loss" in _read(log2), run2, log2,
+                   f"step {killed_at + 4}")
     run2.send_signal(signal.SIGTERM)
     self.assertEqual(run2.wait(timeout=TIMEOUT_SECS), 0, _read(log2)[-5000:])
     log = _read(log2)
     self.assertIn(f"ckpt-{killed_at}: global step {killed_at}", log)
     self.assertIn("SIGTERM: saving a checkpoint and stopping.", log)
     steps = [int(s) for s in re.findall(r"step (\d+): loss", log)]
-    self.assertEqual(steps, list(range(killed_at + 1, steps[-1] + 1)))
+    self.assertEqual(steps, _loop_ends(killed_at, 3, 6, len(steps)))
     self.assertEqual(_checkpoint_step(train_dir), steps[-1])
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(train_dir))
     self.assertEqual(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"), steps[-1])

@@ -39,8 +39,8 @@ class MultiWorkerTest(tf.test.TestCase):
       logs.append(os.path.join(tmp, f"worker{index}.log"))
       processes.append(td.start_train_process(
           [f"--input_file_pattern={pattern}", f"--train_dir={train_dir}",
-           f"--config_file={config_file}", "--strategy=multi_worker", "--number_of_steps=3",
-           "--seed=1"], logs[-1], env={"TF_CONFIG": json.dumps(tf_config)}))
+           f"--config_file={config_file}", "--strategy=multi_worker", "--number_of_steps=4",
+           "--seed=1", "--steps_per_loop=2"], logs[-1], env={"TF_CONFIG": json.dumps(tf_config)}))
     deadline = time.time() + TIMEOUT_SECS
     try:
       for process in processes:
@@ -54,13 +54,13 @@ class MultiWorkerTest(tf.test.TestCase):
         log = f.read()
       self.assertEqual(process.returncode, 0, f"worker {index}:\n{log[-5000:]}")
       self.assertIn("on 2 replica(s), global batch 4", log)
-      self.assertIn("step 3: loss = ", log)
+      self.assertIn("step 4: loss = ", log)
     # The chief's checkpoint is in train_dir; the other worker's copy went to a temporary dir.
-    self.assertEqual(tf.train.latest_checkpoint(train_dir), os.path.join(train_dir, "ckpt-3"))
-    reader = tf.train.load_checkpoint(os.path.join(train_dir, "ckpt-3"))
-    self.assertEqual(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"), 3)
+    self.assertEqual(tf.train.latest_checkpoint(train_dir), os.path.join(train_dir, "ckpt-4"))
+    reader = tf.train.load_checkpoint(os.path.join(train_dir, "ckpt-4"))
+    self.assertEqual(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"), 4)
     self.assertTrue(os.path.exists(os.path.join(train_dir, "config.json")))
-    # Both workers logged the same (global) losses.
+    # Both workers logged the same (global) losses, after loops of 1, 2 (fused) and 1 steps.
     losses = []
     for path in logs:
       with open(path) as f:

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from im2txt import optimization
 from im2txt import training
 from tests import training_testdata as td
 
@@ -119,7 +120,7 @@ class TwoPhasesTest(tf.test.TestCase):
   def test_config_errors_are_named_before_anything_is_written(self):
     config = td.tiny_config(train_inception_optimizer="Adagrad")
     with self.assertRaisesRegex(ValueError, "train_inception_optimizer 'Adagrad'"):
-      training.make_optimizer(config.training, False, 0.1)
+      optimization.make_optimizer(config.training, False, 0.1)
     tmp = self.create_tempdir().full_path
     pattern = td.write_shards(os.path.join(tmp, "data"), td.colour_examples(CAPTIONS), 1)
     train_dir = os.path.join(tmp, "train")
@@ -130,7 +131,7 @@ class TwoPhasesTest(tf.test.TestCase):
     self.assertFalse(tf.io.gfile.exists(train_dir))
     config = td.tiny_config(optimizer="Momentum")
     with self.assertRaisesRegex(ValueError, "training.optimizer 'Momentum'"):
-      training.make_optimizer(config.training, True, 0.1)
+      optimization.make_optimizer(config.training, True, 0.1)
     config = td.tiny_config()
     config.model.inception_batch_norm_momentum = -0.1
     with self.assertRaisesRegex(ValueError, "inception_batch_norm_momentum"):

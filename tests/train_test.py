@@ -1,5 +1,6 @@
 """Tests for im2txt.training: schedule, configuration, a phase 1 run and its restart."""
 
+import copy
 import glob
 import json
 import os
@@ -12,7 +13,9 @@ import tensorflow as tf
 
 from im2txt import configuration
 from im2txt import inputs
+from im2txt import optimization
 from im2txt import show_and_tell_model
+from im2txt import train_state
 from im2txt import training
 from tests import training_testdata as td
 
@@ -22,14 +25,14 @@ CAPTIONS = {0: [3, 4, 5], 1: [6, 7], 2: [8, 9, 10, 11], 3: [12, 5], 4: [13, 14, 
 class ScheduleAndConfigTest(tf.test.TestCase):
 
   def test_phase1_learning_rate_halves_every_8_epochs(self):
-    lr = training.learning_rate_fn(configuration.TrainingConfig(), 32, train_inception=False)
+    lr = optimization.learning_rate_fn(configuration.TrainingConfig(), 32, train_inception=False)
     decay_steps = int(586363 / 32 * 8)  # 146,590 as the original
     for step, expected in [(0, 2.0), (decay_steps - 1, 2.0), (decay_steps, 1.0),
                            (2 * decay_steps + 5, 0.5)]:
       self.assertAllClose(lr(tf.constant(step, tf.int64)), expected)
 
   def test_phase2_learning_rate_is_constant(self):
-    lr = training.learning_rate_fn(configuration.TrainingConfig(), 32, train_inception=True)
+    lr = optimization.learning_rate_fn(configuration.TrainingConfig(), 32, train_inception=True)
     self.assertAllClose(lr(tf.constant(10**6, tf.int64)), 0.0005)
 
   def test_inception_l2_loss_is_slims(self):
@@ -38,7 +41,7 @@ class ScheduleAndConfigTest(tf.test.TestCase):
                if isinstance(l, tf.keras.layers.Conv2D)]
     self.assertLen(kernels, 94)
     expected = 4e-5 * sum(float(np.sum(k.astype(np.float64) ** 2)) / 2 for k in kernels)
-    self.assertAllClose(training.inception_l2_loss(model, 4e-5), expected, rtol=1e-5)
+    self.assertAllClose(optimization.inception_l2_loss(model, 4e-5), expected, rtol=1e-5)
 
   def test_resolve_config(self):
     train_dir = self.create_tempdir().full_path
@@ -95,13 +98,13 @@ class ScheduleAndConfigTest(tf.test.TestCase):
       training.train(configuration.default_config(), options)
     self.assertFalse(os.path.exists(train_dir))
     # The explicit opt-in, and the small preset's own default, pass the check.
-    options.inception_checkpoint_file = training.RANDOM_INCEPTION
-    training.check_inception_source(configuration.default_config(), options)
+    options.inception_checkpoint_file = train_state.RANDOM_INCEPTION
+    train_state.check_inception_source(configuration.default_config(), options)
     options.inception_checkpoint_file = ""
-    training.check_inception_source(configuration.small_config(), options)
+    train_state.check_inception_source(configuration.small_config(), options)
     # A train_dir with a checkpoint needs no Inception source.
     tf.train.Checkpoint(step=tf.Variable(1)).save(os.path.join(train_dir, "ckpt"))
-    training.check_inception_source(configuration.default_config(), options)
+    train_state.check_inception_source(configuration.default_config(), options)
 
 
 class RestartTest(tf.test.TestCase):
@@ -116,7 +119,7 @@ class RestartTest(tf.test.TestCase):
                             num_epochs_per_decay=2.0, summary_every_n_steps=1,
                             max_checkpoints_to_keep=2)
     options = training.TrainOptions(input_file_pattern=pattern, train_dir=train_dir,
-                                    number_of_steps=3, seed=4)
+                                    number_of_steps=3, seed=4, steps_per_loop=1)
 
     first = training.train(config, options)
     self.assertEqual((first.start_step, first.global_step), (0, 3))
@@ -131,9 +134,9 @@ class RestartTest(tf.test.TestCase):
     # The restart reads a new input order: the restored step is folded into the seed.
     with mock.patch.object(inputs, "make_dataset", wraps=inputs.make_dataset) as make_dataset:
       second = training.train(config, options)
-    self.assertEqual(make_dataset.call_args.kwargs["seed"], training.input_seed(4, 3))
-    self.assertNotEqual(training.input_seed(4, 3), 4)
-    self.assertEqual(training.input_seed(4, 0), 4)
+    self.assertEqual(make_dataset.call_args.kwargs["seed"], train_state.input_seed(4, 3))
+    self.assertNotEqual(train_state.input_seed(4, 3), 4)
+    self.assertEqual(train_state.input_seed(4, 0), 4)
     self.assertEqual((second.start_step, second.global_step), (3, 5))
     self.assertEqual(tf.train.latest_checkpoint(train_dir), os.path.join(train_dir, "ckpt-5"))
     reader = tf.train.load_checkpoint(os.path.join(train_dir, "ckpt-5"))
@@ -169,6 +172,75 @@ class RestartTest(tf.test.TestCase):
       self.assertBetween(scalars["caption_length/mean"][s], 3.0, 5.0)
     with open(os.path.join(train_dir, "config.json")) as f:
       self.assertEqual(json.load(f), configuration.config_to_dict(config))
+
+
+class FusedStepsTest(tf.test.TestCase):
+  """steps_per_loop > 1 runs the same steps on the same batches as one step per call."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.pattern = td.write_shards(os.path.join(cls.tmp, "data"), td.colour_examples(CAPTIONS), 2)
+    # No dropout: Keras' dropout draws from op seeds, which differ between compiled functions.
+    # 8 examples per epoch at batch 4, 2 epochs per decay: the rate halves after every 4 steps.
+    cls.config = td.tiny_config(lstm_keep=1.0, initial_learning_rate=1.0,
+                                num_examples_per_epoch=8, num_epochs_per_decay=2.0,
+                                summary_every_n_steps=1, save_checkpoint_steps=0)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
+  def _train(self, name, steps_per_loop, number_of_steps, config=None):
+    options = training.TrainOptions(input_file_pattern=self.pattern,
+                                    train_dir=os.path.join(self.tmp, name), seed=3,
+                                    number_of_steps=number_of_steps,
+                                    steps_per_loop=steps_per_loop)
+    return training.train(config or self.config, options), options.train_dir
+
+  def test_same_losses_and_weights_as_one_step_per_call(self):
+    single, single_dir = self._train("single", 1, 7)
+    fused, fused_dir = self._train("fused", 3, 7)  # Loops of 1, 3 and 3 steps.
+    self.assertEqual((fused.global_step, fused.last_checkpoint),
+                     (7, os.path.join(fused_dir, "ckpt-7")))
+    self.assertAllClose(fused.first_loss, single.first_loss, rtol=1e-6)
+    self.assertAllClose(fused.last_loss, single.last_loss, rtol=1e-6)
+    readers = [tf.train.load_checkpoint(r.last_checkpoint) for r in (single, fused)]
+    keys = [k for k in readers[0].get_variable_to_shape_map() if k.startswith("model/")]
+    self.assertLen(keys, 7 + 94 * 4)
+    for key in keys:
+      self.assertAllClose(readers[0].get_tensor(key), readers[1].get_tensor(key), rtol=1e-5,
+                          atol=1e-6, msg=key)
+    # Summaries between loops, from each loop's last step: the same values as step by step.
+    single_scalars, fused_scalars = td.read_scalars(single_dir), td.read_scalars(fused_dir)
+    self.assertEqual(sorted(fused_scalars["losses/batch_loss"]), [1, 4, 7])
+    for step in (1, 4, 7):
+      for tag in ("losses/batch_loss", "learning_rate", "gradient_norm"):
+        self.assertAllClose(fused_scalars[tag][step], single_scalars[tag][step], rtol=1e-5,
+                            msg=f"{tag} at step {step}")
+    self.assertAllClose([fused_scalars["learning_rate"][s] for s in (1, 4, 7)], [1.0, 1.0, 0.5])
+
+  def test_checkpoints_at_exact_steps_and_restart(self):
+    config = copy.deepcopy(self.config)
+    config.training.save_checkpoint_steps = 2
+    config.training.max_checkpoints_to_keep = 10
+    first, train_dir = self._train("restart", 3, 5, config)  # Loops: 1, 1 | 2 | 1.
+    self.assertEqual(first.global_step, 5)
+    second, _ = self._train("restart", 3, 9, config)  # Loops: 1 | 2 | 1.
+    self.assertEqual((second.start_step, second.global_step), (5, 9))
+    steps = sorted(int(p.split("-")[-1][:-len(".index")])
+                   for p in glob.glob(os.path.join(train_dir, "ckpt-*.index")))
+    self.assertEqual(steps, [2, 4, 5, 6, 8, 9])
+    for step in steps:
+      reader = tf.train.load_checkpoint(os.path.join(train_dir, f"ckpt-{step}"))
+      self.assertEqual(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"), step)
+    # The schedule follows the global step across the restart: halved after steps 4 and 8.
+    scalars = td.read_scalars(train_dir)["learning_rate"]
+    self.assertEqual(sorted(scalars), [1, 2, 4, 5, 6, 8, 9])
+    self.assertAllClose([scalars[s] for s in sorted(scalars)],
+                        [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25])
 
 
 if __name__ == "__main__":

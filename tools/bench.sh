@@ -6,5 +6,8 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 source tools/env.sh
 python -m bench.bench_build_mscoco_data --sizes=2000,4000
-python -m bench.bench_train --image_size=75 --batch_size=32 --steps=20
+python -m bench.bench_train --compare=phases --image_size=75 --batch_size=32 --steps=20
+python -m bench.bench_train --compare=loops --image_size=75 --batch_size=16 --steps=100
+python -m bench.bench_train --compare=precision --image_size=150 --batch_size=16 --steps=10
+python -m bench.bench_train --compare=devices --image_size=75 --batch_size=16 --steps=20
 python -m bench.bench_beam_search --preset=small --num_images=64 --batch_size=32

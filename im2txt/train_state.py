@@ -1,0 +1,186 @@
+"""The trainer's state: built, restored from train_dir, or started with Inception's weights.
+
+    state = train_state.build(strategy, config, options, global_batch, checkpoint_dir)
+    state.model, state.step, state.optimizer, state.manager  # state.restored: the checkpoint
+
+A run on a train_dir with a checkpoint restores its model, global step and (when it matches the
+phase's optimizer) optimizer state, so the same command continues where it stopped. A fresh run
+initialises InceptionV3 from `--inception_checkpoint_file` (TF-slim's inception_v3.ckpt or a
+Keras .h5), or, asked for with `random` (or by the small preset), from random weights whose
+batch-norm statistics are calibrated on training images. Everything that can be checked before
+anything is written (the weights file, the data's vocabulary) is checked by the `check_`
+functions, which train() calls first.
+"""
+
+import dataclasses
+import os
+from typing import Callable, Optional, TYPE_CHECKING
+
+from absl import logging
+import tensorflow as tf
+
+from im2txt import configuration
+from im2txt import file_io
+from im2txt import inputs
+from im2txt import optimization
+from im2txt import show_and_tell_model
+from im2txt import slim_inception
+from im2txt import vocabulary
+
+if TYPE_CHECKING:
+  from im2txt.training import TrainOptions  # pylint: disable=g-bad-import-order
+
+# --inception_checkpoint_file value asking for a randomly initialised Inception.
+RANDOM_INCEPTION = "random"
+# The vocabulary file the Beam job writes beside the shards.
+VOCAB_FILENAME = "word_counts.txt"
+# Number of training images on which a random Inception's batch-norm statistics are calibrated.
+_CALIBRATION_IMAGES = 64
+
+
+@dataclasses.dataclass
+class TrainState:
+  """What a training run updates and checkpoints (built inside the strategy's scope)."""
+  model: show_and_tell_model.ShowAndTellModel
+  step: tf.Variable  # The global step, checkpointed.
+  lr_fn: Callable[[tf.Tensor], tf.Tensor]  # global step -> learning rate.
+  optimizer: tf.keras.optimizers.legacy.Optimizer
+  checkpoint: tf.train.Checkpoint
+  manager: tf.train.CheckpointManager
+  restored: Optional[str]  # The checkpoint this run started from (None: a fresh run).
+
+
+def config_source(train_dir: str) -> str:
+  """Where the run's configuration is, for messages."""
+  return f"{train_dir}/{configuration.CONFIG_FILENAME}"
+
+
+def check_inception_source(config: configuration.Config, options: "TrainOptions") -> None:
+  """A fresh run knows where Inception's weights come from, before anything is written."""
+  source = options.inception_checkpoint_file
+  if source == RANDOM_INCEPTION or tf.train.latest_checkpoint(options.train_dir):
+    return
+  if not source and not config.training.allow_random_inception:
+    raise ValueError(
+        f"{options.train_dir} has no checkpoint yet and no --inception_checkpoint_file was given: "
+        "training would start from a random InceptionV3. Pass a TF-slim inception_v3.ckpt (as "
+        "the original im2txt) or a Keras no-top .h5 weights file, or "
+        f"--inception_checkpoint_file={RANDOM_INCEPTION} to start from random weights on purpose.")
+  if source:
+    slim_inception.weights_file_format(source)  # Its errors name the file and what it lacks.
+
+
+def check_vocabulary_fits(config: configuration.Config, options: "TrainOptions") -> None:
+  """The data's word_counts.txt (the Beam job writes it beside the shards) has no more words than
+  the model predicts; checked before the first step, as its ids would be out of range."""
+  first_shard = file_io.expand_patterns(options.input_file_pattern, "--input_file_pattern")[0]
+  vocab_file = os.path.join(os.path.dirname(first_shard), VOCAB_FILENAME)
+  if not tf.io.gfile.exists(vocab_file):
+    return
+  size = len(vocabulary.Vocabulary.from_file(vocab_file))
+  if size > config.model.vocab_size:
+    raise ValueError(
+        f"{vocab_file} (beside the input shards) has {size} words with <UNK>, more than the "
+        f"model's vocab_size {config.model.vocab_size} (model.vocab_size in the run's "
+        f"configuration, {config_source(options.train_dir)} or --config_file): its records "
+        f"hold caption ids the model cannot predict. Set model.vocab_size to at least {size}.")
+
+
+def input_seed(seed: Optional[int], restored_step: int) -> Optional[int]:
+  """The input pipeline's seed: `seed` with the restored global step folded in, so that a
+  restarted run reads a new order instead of replaying the first run's (and a fresh run's order
+  is `seed`'s)."""
+  if seed is None:
+    return None
+  return (seed + restored_step * 1_000_003) % (2 ** 31 - 1)
+
+
+def restored_step(train_dir: str) -> int:
+  """The global step of train_dir's latest checkpoint (0 without one), read from the file."""
+  latest = tf.train.latest_checkpoint(train_dir)
+  if not latest:
+    return 0
+  return int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def synchronized_batch_norm(options: "TrainOptions", strategy: tf.distribute.Strategy) -> bool:
+  """Phase 2 on several replicas normalises Inception's activations over the global batch, not
+  each replica's share (4 images of the original's 32 on 8 GPUs). One replica keeps the fused
+  kernel, whose moving variance uses the unbiased n/(n-1) estimate (the synchronised one the
+  biased; the difference is 1/n, n >= 8*8*batch values per channel)."""
+  return options.train_inception and strategy.num_replicas_in_sync > 1
+
+
+def build(strategy: tf.distribute.Strategy, config: configuration.Config,
+          options: "TrainOptions", global_batch: int, checkpoint_dir: str) -> TrainState:
+  """The model, global step, optimizer and checkpoint manager, restored or initialised."""
+  with strategy.scope():
+    model = show_and_tell_model.ShowAndTellModel(config.model, options.train_inception)
+    model.build_all()
+    if synchronized_batch_norm(options, strategy):
+      model.synchronize_inception_batch_norm()
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    lr_fn = optimization.learning_rate_fn(config.training, global_batch, options.train_inception)
+    optimizer = optimization.make_optimizer(config.training, options.train_inception,
+                                            optimization.GlobalStepSchedule(lr_fn, step))
+    if options.mixed_precision == "fp16":
+      optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+    checkpoint = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(
+        checkpoint, checkpoint_dir, max_to_keep=config.training.max_checkpoints_to_keep)
+    restored = _restore(model, step, optimizer, options)
+    if restored is None:
+      _initialise_inception(model, config, options, global_batch)
+  return TrainState(model, step, lr_fn, optimizer, checkpoint, manager, restored)
+
+
+def _initialise_inception(model, config, options: "TrainOptions", global_batch: int) -> None:
+  """A fresh run's Inception: the weights file, or random weights with calibrated batch norm."""
+  if options.inception_checkpoint_file not in ("", RANDOM_INCEPTION):
+    model.load_inception_weights(options.inception_checkpoint_file)
+    logging.info("Inception weights loaded from %s", options.inception_checkpoint_file)
+    return
+  # The same images on every worker (seeded), so their Inception statistics agree; at least
+  # _CALIBRATION_IMAGES of them, as a channel nearly constant over a small batch would blow up.
+  dataset = inputs.make_dataset(options.input_file_pattern, config, is_training=True,
+                                batch_size=max(global_batch, _CALIBRATION_IMAGES),
+                                skip_bad_images=options.skip_bad_images,
+                                seed=options.seed if options.seed is not None else 0)
+  images = inputs.next_batch(iter(dataset), options.input_file_pattern, config.model.vocab_size,
+                             config_source(options.train_dir))["images"]
+  model.calibrate_inception_batch_norm(images)
+  logging.warning("Inception starts from random weights (--inception_checkpoint_file=%s); its "
+                  "batch-norm statistics were calibrated on %d training images.",
+                  options.inception_checkpoint_file or "<none>", images.shape[0])
+
+
+def _restore(model, step, optimizer, options: "TrainOptions") -> Optional[str]:
+  """Restores train_dir's last checkpoint and returns its path; None when there is none."""
+  latest = tf.train.latest_checkpoint(options.train_dir)
+  if not latest:
+    return None
+  # The model must match exactly; the optimizer (SGD: its iteration count) may differ, e.g. when
+  # the mixed-precision setting changes between phases.
+  status = tf.train.Checkpoint(step=step, model=model).restore(latest)
+  status.assert_existing_objects_matched().expect_partial()
+  if _optimizer_state_matches(optimizer, latest):
+    tf.train.Checkpoint(optimizer=optimizer).restore(latest).expect_partial()
+  else:
+    # E.g. phase 2 with Adam after phase 1 with SGD: Adam starts afresh (iteration 0, so its
+    # bias correction holds the first steps to the learning rate), not at SGD's iteration count.
+    logging.info("%s holds no Adam state (an earlier phase used SGD): Adam starts afresh",
+                 latest)
+  logging.info("Restored %s: global step %d", latest, int(step.numpy()))
+  if options.inception_checkpoint_file:
+    logging.info("--inception_checkpoint_file ignored: %s already has a checkpoint",
+                 options.train_dir)
+  return latest
+
+
+def _optimizer_state_matches(optimizer, checkpoint_path: str) -> bool:
+  """False when `optimizer` is Adam and the checkpoint holds no Adam moments (SGD wrote it)."""
+  inner = getattr(optimizer, "inner_optimizer", optimizer)  # Under a LossScaleOptimizer.
+  if not isinstance(inner, tf.keras.optimizers.legacy.Adam):
+    return True
+  return any(".OPTIMIZER_SLOT/" in name and "/m/.ATTRIBUTES/" in name
+             for name, _ in tf.train.list_variables(checkpoint_path))
