@@ -23,13 +23,14 @@ from absl import logging
 import tensorflow as tf
 
 from im2txt import beam_search
+from im2txt import caption_page
 from im2txt import configuration
 from im2txt import file_io
 from im2txt import image_processing
 from im2txt import show_and_tell_model
 from im2txt import vocabulary
 
-OUTPUT_FORMATS = ("text", "json")
+OUTPUT_FORMATS = ("text", "json", "html")
 
 
 class Caption(NamedTuple):
@@ -122,11 +123,18 @@ class ImageReader:
 
   def read(self, path: str) -> tf.Tensor:
     """float32 [image_height, image_width, 3] in [-1, 1]; ValueError naming the file if bad."""
+    return self.decode(self.read_bytes(path), path)
+
+  @staticmethod
+  def read_bytes(path: str) -> bytes:
     try:
       with tf.io.gfile.GFile(path, "rb") as f:
-        encoded = f.read()
+        return f.read()
     except (tf.errors.OpError, OSError) as e:
       raise ValueError(f"{path}: cannot read the file ({e})") from e
+
+  def decode(self, encoded: bytes, path: str) -> tf.Tensor:
+    """The model's input from a file's bytes; ValueError naming `path` if they do not decode."""
     try:
       return self._decode(tf.constant(encoded))
     except tf.errors.InvalidArgumentError as e:
@@ -203,7 +211,9 @@ def caption_files(checkpoint_path: str, vocab_file: str, input_files: str,
   """Captions every file matching `input_files`; returns the exit code (1 if a file failed).
 
   Files that cannot be read or decoded are reported on `err` and skipped; the others are
-  captioned in order, `inference_config.batch_size` images per beam search.
+  captioned in order, `inference_config.batch_size` images per beam search. `output_format`
+  "text" and "json" write each image's lines as they come; "html" writes one page at the end
+  (caption_page: every image inline with its captions, and the files that failed, with why).
   """
   out = out or sys.stdout
   err = err or sys.stderr
@@ -221,24 +231,37 @@ def caption_files(checkpoint_path: str, vocab_file: str, input_files: str,
   model = restore_model(config.model, checkpoint)
   captioner = Captioner(model, vocab, inference_config)
   reader = ImageReader(config.model)
-  formatter = format_text if output_format == "text" else format_json
+  formatter = {"text": format_text, "json": format_json}.get(output_format)
   logging.info("Running caption generation on %d files matching %s", len(filenames),
                input_files)
-  num_failed = 0
+  num_failed, entries = 0, []
   for start in range(0, len(filenames), inference_config.batch_size):
-    images, names = [], []
-    for name in filenames[start:start + inference_config.batch_size]:
+    batch = [caption_page.Entry(name, None, []) for name in
+             filenames[start:start + inference_config.batch_size]]
+    images, decoded = [], []
+    for entry in batch:
       try:
-        images.append(reader.read(name))
-        names.append(name)
+        entry.image = reader.read_bytes(entry.path)
+        images.append(reader.decode(entry.image, entry.path))
+        decoded.append(entry)
       except ValueError as e:
         num_failed += 1
+        entry.error = str(e)
         err.write(f"Error: {e}\n")
         err.flush()
-    if not images:
-      continue
-    for name, captions in zip(names, captioner.caption_images(tf.stack(images))):
-      out.write(formatter(name, captions, vocab))
+    if images:
+      for entry, captions in zip(decoded, captioner.caption_images(tf.stack(images))):
+        if formatter:
+          out.write(formatter(entry.path, captions, vocab))
+        else:
+          entry.captions = [(" ".join(caption_words(c.sentence, vocab)), math.exp(c.logprob))
+                            for c in captions]
+      out.flush()
+    if not formatter:
+      entries.extend(batch)
+  if not formatter:
+    out.write(caption_page.render(entries, title="im2txt captions",
+                                  intro=f"Model {checkpoint}, files {input_files}:"))
     out.flush()
   if num_failed:
     err.write(f"Error: {num_failed} of {len(filenames)} files could not be captioned\n")

@@ -7,15 +7,20 @@ r"""Captions JPEG files with beam search, as the original im2txt run_inference.
 prints, per image, the original's lines:
     Captions for image COCO_val2014_000000224477.jpg:
       0) a man riding a wave on top of a surfboard . (p=0.040413)
+or, with --output_format=json, one JSON object per image, or with --output_format=html
+--output_file=captions.html, one page to open in a browser: each image inline with its captions
+and probabilities, and the files that could not be captioned, with the reason.
 The model's sizes come from the config.json beside the checkpoint. Exit code 1 if any file
 could not be captioned (the others still are), 2 on a bad checkpoint, vocabulary or pattern.
 """
 
+import io
 import sys
 
 from absl import flags
 
 from im2txt import console
+from im2txt import file_io
 from im2txt import inference
 
 # Beam settings default to the `inference` section of the checkpoint's config.json.
@@ -39,7 +44,11 @@ flags.DEFINE_float("length_normalization_factor", None,
 flags.DEFINE_integer("batch_size", None,
                      "Images captioned together in one compiled beam search." + _FROM_CONFIG)
 flags.DEFINE_enum("output_format", "text", list(inference.OUTPUT_FORMATS),
-                  "text: the original's lines; json: one JSON object per image and line.")
+                  "text: the original's lines; json: one JSON object per image and line; "
+                  "html: one self-contained page, each image inline with its captions.")
+flags.DEFINE_string("output_file", "",
+                    "Write the output to this file (atomically, when complete) instead of "
+                    "stdout, e.g. captions.html; open it in a browser.")
 
 
 def main(argv):
@@ -48,8 +57,13 @@ def main(argv):
            if FLAGS[name].value is not None}
   try:
     inference_config = inference.inference_config(FLAGS.checkpoint_path, given)
-    return inference.caption_files(FLAGS.checkpoint_path, FLAGS.vocab_file, FLAGS.input_files,
-                                   inference_config, FLAGS.output_format)
+    out = io.StringIO() if FLAGS.output_file else sys.stdout
+    code = inference.caption_files(FLAGS.checkpoint_path, FLAGS.vocab_file, FLAGS.input_files,
+                                   inference_config, FLAGS.output_format, out=out)
+    if FLAGS.output_file:
+      file_io.write_file(FLAGS.output_file, out.getvalue())
+      print(f"Wrote {FLAGS.output_file}", file=sys.stderr)
+    return code
   except (ValueError, FileNotFoundError) as e:
     print(f"Error: {e}", file=sys.stderr)
     return 2

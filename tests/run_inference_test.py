@@ -1,7 +1,9 @@
 """Tests of run_inference (//im2txt:run_inference) and its library im2txt/inference.py."""
 
+import base64
 import contextlib
 import copy
+import html
 import io
 import json
 import math
@@ -143,6 +145,32 @@ class RunInferenceTest(tf.test.TestCase):
       self.assertLen(captions, beam_size)
       # max_caption_length 4: <S> and at most 3 decoded words.
       self.assertTrue(all(len(c.split()) <= 3 for c in captions), captions)
+
+  def test_html_page_shows_every_image_and_the_file_that_failed(self):
+    page_file = os.path.join(self.tmp, "pages", "captions.html")
+    code, out, err = self._run_binary(
+        f"--checkpoint_path={self.train_dir}", f"--vocab_file={self.vocab_file}",
+        f"--input_files={os.path.join(self.image_dir, '*.jpg')}", "--output_format=html",
+        f"--output_file={page_file}")
+    self.assertEqual((code, out), (1, ""))  # Exit 1: one file failed; nothing on stdout.
+    self.assertIn(f"Wrote {page_file}", err)
+    with open(page_file, encoding="utf-8") as f:
+      page = f.read()
+    blocks = page.split('<div class="entry">')[1:]
+    files = sorted(self.jpegs + [self.broken])
+    self.assertEqual([re.search(r'<div class="name">(.*?)</div>', b).group(1) for b in blocks],
+                     [html.escape(p) for p in files])
+    for path, block in zip(files, blocks):
+      if path == self.broken:
+        self.assertNotIn("<img", block)
+        self.assertIn(f"Not captioned: {self.broken}: not a decodable image", block)
+        continue
+      data = re.search(r'<img src="data:image/jpeg;base64,([^"]+)"', block).group(1)
+      with open(path, "rb") as f:
+        self.assertEqual(base64.b64decode(data), f.read())
+      sentences = [html.unescape(s) for s in re.findall(r"<li>(.*?) <span", block)]
+      probabilities = [float(p) for p in re.findall(r"\(p=([\d.]+)\)", block)]
+      self._assert_expected(path, sentences, probabilities)
 
   def test_pattern_matching_nothing(self):
     missing = os.path.join(self.tmp, "missing", "*.jpg")
