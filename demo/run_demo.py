@@ -14,7 +14,9 @@ Steps, each through the product's own binaries (as a user would run them):
   8. im2txt/score_captions           the same images, scored as the COCO server does
                                                                               -> OUT/inference/score
   9. a report: captions next to the ground truth, the held-out accuracy (the caption names the
-     right colour and shape), perplexity and caption metrics, and the tensorboard command.
+     right colour and shape), perplexity and caption metrics, and the tensorboard command; and
+     OUT/report.html, a page with every held-out image, its caption (OK/BAD against the ground
+     truth) and the training and evaluation curves (loss, perplexity, BLEU-4, CIDEr per step).
 
 Everything goes under --output_dir; a rerun starts the model afresh (the data are rebuilt
 identically). No pretrained weights: Inception starts from a random initialisation.
@@ -23,14 +25,17 @@ identically). No pretrained weights: Inception starts from a random initialisati
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The page to look at: every held-out image with its caption, and the curves.
+REPORT_FILENAME = "report.html"
 
 
 @dataclasses.dataclass
@@ -63,6 +68,8 @@ class DemoResult:
   vocab_size: int
   # score_captions' figures on the held-out images (BLEU-1..4, METEOR, ROUGE-L, CIDEr).
   score_metrics: Dict[str, float]
+  # OUT/report.html: every held-out image with its caption, and the curves.
+  report_file: str = ""
 
 
 def _log(message: str) -> None:
@@ -112,14 +119,18 @@ def _fresh_dir(path: str) -> str:
 
 
 def _read_scalars(event_dir: str) -> Dict[int, Dict[str, float]]:
+  """{step: {tag: value}} of the scalar summaries in event_dir's event files."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   scalars: Dict[int, Dict[str, float]] = {}
   for path in sorted(tf.io.gfile.glob(os.path.join(event_dir, "events.out.tfevents.*"))):
-    for event in tf.compat.v1.train.summary_iterator(path):
+    # Read as plain TFRecords (summary_iterator prints a deprecation warning into the report).
+    for record in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(record.numpy())
       for value in event.summary.value:
         if value.HasField("simple_value"):
           number = value.simple_value
-        elif value.HasField("tensor") and value.tensor.dtype in (1, 2):  # float, double
+        elif (value.HasField("tensor") and value.tensor.dtype in (1, 2)  # float, double
+              and tf.make_ndarray(value.tensor).ndim == 0):  # Not a histogram.
           number = float(tf.make_ndarray(value.tensor))
         else:
           continue
@@ -236,14 +247,38 @@ def _score_test_split(dataset, test_images, train_dir: str, vocab_file: str, inf
     return json.load(f)["metrics"]
 
 
-def _load_captions(path: str) -> Dict[str, str]:
-  """run_inference's JSON output -> {image path: best caption}."""
+def _load_captions(path: str) -> Dict[str, Tuple[str, float]]:
+  """run_inference's JSON output -> {image path: (best caption, its probability)}."""
   with open(path) as f:
     text = f.read().strip()
   records = json.loads(text) if text.startswith("[") else [json.loads(l) for l in text.splitlines()
                                                            if l.strip()]
-  return {os.path.abspath(r["file"]): (r["captions"][0] if r["captions"] else "")
+  return {os.path.abspath(r["file"]): ((r["captions"][0], math.exp(r["log_probs"][0]))
+                                       if r["captions"] else ("", 0.0))
           for r in records}
+
+
+def _write_html_report(path: str, rows, train_scalars, eval_scalars, summary: str) -> None:
+  """report.html: the curves from the event files, then every held-out image with its caption,
+  the ground truth and OK/BAD."""
+  from im2txt import caption_page  # pylint: disable=g-import-not-at-top
+  from im2txt import file_io  # pylint: disable=g-import-not-at-top
+  charts = []
+  for title, scalars, tag in (("training loss (batch)", train_scalars, "losses/batch_loss"),
+                              ("evaluation perplexity", eval_scalars, "Perplexity"),
+                              ("evaluation BLEU-4", eval_scalars, "BLEU-4"),
+                              ("evaluation CIDEr", eval_scalars, "CIDEr")):
+    points = [(step, values[tag]) for step, values in scalars.items() if tag in values]
+    charts.append(caption_page.line_chart(f"{title} per step", points))
+  entries = []
+  for image_path, caption, probability, truth, ok in rows:
+    with open(image_path, "rb") as f:
+      data = f.read()
+    entries.append(caption_page.Entry(
+        os.path.basename(image_path), data, [(caption, probability)] if caption else [],
+        error="" if caption else "no caption", note=f"{'OK' if ok else 'BAD'}  truth: {truth}"))
+  file_io.write_file(path, caption_page.render(
+      entries, title="im2txt demo: held-out images", intro=summary, charts=charts))
 
 
 def _report(options, test_images, captions_json, train_dir, eval_dir, vocab_file, out,
@@ -256,23 +291,24 @@ def _report(options, test_images, captions_json, train_dir, eval_dir, vocab_file
   correct = colours = shapes = 0
   rows = []
   for img in test_images:
-    caption = best.get(os.path.abspath(img.path), "")
+    caption, probability = best.get(os.path.abspath(img.path), ("", 0.0))
     ok = sample.is_correct_caption(caption, img.label)
     colour, shape = sample.caption_colour_shape(caption)
     correct += ok
     colours += colour == img.label.colour
     shapes += shape == img.label.shape
-    rows.append((os.path.basename(img.path), caption, f"{img.label.colour} {img.label.shape}", ok))
+    rows.append((img.path, caption, probability, f"{img.label.colour} {img.label.shape}", ok))
   num_images = max(1, len(test_images))
   accuracy = correct / num_images
   chance = 1.0 / (len(sample.COLOURS) * len(sample.SHAPES))
   print("\nHeld-out images (test split), best beam-search caption vs ground truth:")
-  for name, caption, truth, ok in rows[:options.show_captions]:
-    print(f"  {'OK ' if ok else 'BAD'} {name}: {caption!r}   (truth: {truth})")
-  print(f"\nHeld-out accuracy (caption names the right colour and shape): {correct}/"
-        f"{len(test_images)} = {accuracy:.1%}   (chance: {chance:.1%}); right colour "
-        f"{colours / num_images:.1%} (chance {1 / len(sample.COLOURS):.1%}), right shape "
-        f"{shapes / num_images:.1%} (chance {1 / len(sample.SHAPES):.1%})")
+  for path, caption, _, truth, ok in rows[:options.show_captions]:
+    print(f"  {'OK ' if ok else 'BAD'} {os.path.basename(path)}: {caption!r}   (truth: {truth})")
+  summary = (f"Held-out accuracy (caption names the right colour and shape): {correct}/"
+             f"{len(test_images)} = {accuracy:.1%}   (chance: {chance:.1%}); right colour "
+             f"{colours / num_images:.1%} (chance {1 / len(sample.COLOURS):.1%}), right shape "
+             f"{shapes / num_images:.1%} (chance {1 / len(sample.SHAPES):.1%})")
+  print("\n" + summary)
   eval_scalars = _read_scalars(eval_dir)
   if eval_scalars:
     last = max(eval_scalars)
@@ -286,14 +322,18 @@ def _report(options, test_images, captions_json, train_dir, eval_dir, vocab_file
   train_events = tf.io.gfile.glob(os.path.join(train_dir, "**", "events.out.tfevents.*")) + \
       tf.io.gfile.glob(os.path.join(train_dir, "events.out.tfevents.*"))
   eval_events = tf.io.gfile.glob(os.path.join(eval_dir, "events.out.tfevents.*"))
+  report_file = os.path.join(out, REPORT_FILENAME)
+  _write_html_report(report_file, rows, _read_scalars(train_dir), eval_scalars, summary)
   print(f"Vocabulary: {vocab_size} ids. Finished in {seconds / 60:.1f} min. Outputs: {out}")
+  print(f"Look at the captions: open {report_file} in a browser (every held-out image with its "
+        "caption, the ground truth and the training and evaluation curves)")
   print(f"Look at the run: tensorboard --logdir {os.path.join(out, 'model')}")
   return DemoResult(accuracy=accuracy, colour_accuracy=colours / num_images,
                     shape_accuracy=shapes / num_images, num_images=len(test_images),
                     num_captioned=len(best), chance=chance, eval_scalars=eval_scalars,
                     train_event_files=sorted(set(train_events)),
                     eval_event_files=eval_events, vocab_size=vocab_size,
-                    score_metrics=score_metrics)
+                    score_metrics=score_metrics, report_file=report_file)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> DemoOptions:

@@ -30,6 +30,8 @@ h1 { font-size: 1.3em; }
 .note { color: #555; }
 ol { margin: 0.4em 0; padding-left: 1.4em; }
 .p { color: #777; font-size: 0.9em; }
+.charts { display: flex; flex-wrap: wrap; gap: 1em; }
+.chart figcaption { font-weight: bold; }
 """
 
 
@@ -70,14 +72,47 @@ def _entry_html(entry: Entry) -> str:
   return "".join(parts)
 
 
-def render(entries: Sequence[Entry], title: str, intro: str = "") -> str:
-  """The whole page: a title, an optional intro line, then one block per entry, in order."""
+def line_chart(title: str, points: Sequence[Tuple[float, float]], width: int = 360,
+               height: int = 180) -> str:
+  """An inline SVG line chart of (x, y) points (e.g. a metric per global step), axes labelled
+  with the first and last step and the lowest and highest value."""
+  points = sorted(points)
+  if not points:
+    return ""
+  xs, ys = [p[0] for p in points], [p[1] for p in points]
+  x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+  pad = 30
+
+  def sx(x):
+    return pad + (x - x0) / ((x1 - x0) or 1) * (width - 2 * pad)
+
+  def sy(y):
+    return height - pad - (y - y0) / ((y1 - y0) or 1) * (height - 2 * pad)
+
+  line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
+  dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2"/>' for x, y in points)
+  return (f'<figure class="chart"><figcaption>{html.escape(title)}</figcaption>'
+          f'<svg width="{width}" height="{height}" role="img">'
+          f'<polyline fill="none" stroke="#1a73e8" stroke-width="1.5" points="{line}"/>'
+          f'<g fill="#1a73e8">{dots}</g>'
+          f'<text x="{pad}" y="{height - 8}" font-size="11">{x0:g}</text>'
+          f'<text x="{width - pad}" y="{height - 8}" font-size="11" text-anchor="end">{x1:g}</text>'
+          f'<text x="2" y="{pad - 8}" font-size="11">{y1:.4g}</text>'
+          f'<text x="2" y="{height - pad + 4}" font-size="11">{y0:.4g}</text></svg></figure>')
+
+
+def render(entries: Sequence[Entry], title: str, intro: str = "",
+           charts: Sequence[str] = ()) -> str:
+  """The whole page: a title, an optional intro line, `charts` (line_chart's), then one block
+  per entry, in order."""
   failed = sum(1 for e in entries if e.error)
   summary = f"{len(entries)} file(s)" + (f", {failed} not captioned" if failed else "")
   lines = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
            f"<h1>{html.escape(title)}</h1>",
            f"<p>{html.escape(intro + ' ' if intro else '')}{summary}</p>"]
+  if charts:
+    lines.append('<div class="charts">' + "".join(charts) + "</div>")
   lines += [_entry_html(entry) for entry in entries]
   lines.append("</body></html>")
   return "\n".join(lines) + "\n"

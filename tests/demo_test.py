@@ -43,6 +43,16 @@ class DemoTest(unittest.TestCase):
       self.assertEqual(sorted(result.score_metrics), sorted(
           ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]))
       self.assertGreater(result.score_metrics["BLEU-1"], 0.3)
+      # report.html: every held-out image inline, with its caption, OK/BAD, and the 4 curves.
+      with open(result.report_file, encoding="utf-8") as f:
+        page = f.read()
+      self.assertEqual(page.count('<div class="entry">'), result.num_images)
+      self.assertEqual(page.count('<img src="data:image/jpeg;base64,'), result.num_images)
+      self.assertEqual(page.count("OK  truth: ") + page.count("BAD  truth: "), result.num_images)
+      self.assertEqual(page.count("OK  truth: "), round(result.accuracy * result.num_images))
+      for title in ("training loss", "evaluation perplexity", "evaluation BLEU-4",
+                    "evaluation CIDEr"):
+        self.assertIn(f"<figcaption>{title} per step</figcaption>", page)
 
 
 if __name__ == "__main__":
