@@ -222,6 +222,21 @@ class FusedStepsTest(tf.test.TestCase):
                             msg=f"{tag} at step {step}")
     self.assertAllClose([fused_scalars["learning_rate"][s] for s in (1, 4, 7)], [1.0, 1.0, 0.5])
 
+  def test_checkpoints_by_time(self):
+    config = copy.deepcopy(self.config)
+    config.training.max_checkpoints_to_keep = 10
+    for secs, expected in ((25, [3, 5, 6]), (0, [6])):
+      # A clock that moves 10 s whenever the trainer reads it: a save every 25 s falls on a few
+      # loop ends (decided before each loop, voted with its last step); 0 saves only at the end.
+      clock = mock.Mock()
+      clock.time.side_effect = (10.0 * i for i in range(10**6))
+      config.training.save_checkpoint_secs = secs
+      with mock.patch.object(training, "time", clock):
+        _, train_dir = self._train(f"by_time_{secs}", 1, 6, config)
+      steps = sorted(int(p.split("-")[-1][:-len(".index")])
+                     for p in glob.glob(os.path.join(train_dir, "ckpt-*.index")))
+      self.assertEqual(steps, expected, f"save_checkpoint_secs={secs}")
+
   def test_checkpoints_at_exact_steps_and_restart(self):
     config = copy.deepcopy(self.config)
     config.training.save_checkpoint_steps = 2
