@@ -50,7 +50,7 @@ class DemoTest(unittest.TestCase):
       self.assertEqual(page.count('<img src="data:image/jpeg;base64,'), result.num_images)
       self.assertEqual(page.count("OK  truth: ") + page.count("BAD  truth: "), result.num_images)
       self.assertEqual(page.count("OK  truth: "), round(result.accuracy * result.num_images))
-      for title in ("training loss", "evaluation perplexity", "evaluation BLEU-4",
+      for title in ("training loss (batch)", "evaluation perplexity", "evaluation BLEU-4",
                     "evaluation CIDEr"):
         self.assertIn(f"<figcaption>{title} per step</figcaption>", page)
 
