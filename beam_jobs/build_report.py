@@ -113,10 +113,10 @@ def read_reports(report_dir: str) -> Tally:
   return tally
 
 
-def metric_counters(result) -> Optional[Dict[str, int]]:
+def metric_counters(result, namespace: str = NAMESPACE) -> Optional[Dict[str, int]]:
   """Counter values of a finished PipelineResult (committed where the runner has them)."""
   try:
-    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    counters = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
   except (AttributeError, NotImplementedError, KeyError):
     return None
   values = collections.Counter()

@@ -23,12 +23,11 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
+from bench import bench_data
 from im2txt import configuration
 from im2txt import inputs
-from im2txt import sequence_example
 from im2txt import training
 
 flags.DEFINE_integer("image_size", 75, "Model input height and width (InceptionV3: >= 75).")
@@ -42,21 +41,6 @@ flags.DEFINE_enum("compare", "phases", ["phases", "loops", "precision", "devices
                   "What to measure against what (see the module docstring).")
 flags.DEFINE_integer("fused_steps_per_loop", 50, "--compare=loops: the fused loop's size.")
 FLAGS = flags.FLAGS
-
-
-def _write_data(directory: str, num_images: int, jpeg_size: int, vocab_size: int) -> str:
-  rng = np.random.default_rng(0)
-  paths = [os.path.join(directory, f"train-{i:05d}-of-00004") for i in range(4)]
-  writers = [tf.io.TFRecordWriter(p) for p in paths]
-  for i in range(num_images):
-    image = rng.integers(0, 256, [jpeg_size, jpeg_size, 3], dtype=np.uint8)
-    jpeg = tf.io.encode_jpeg(image, quality=90).numpy()
-    ids = [1] + rng.integers(3, vocab_size, rng.integers(8, 16)).tolist() + [2]
-    record = sequence_example.make_sequence_example(i, jpeg, [f"w{t}" for t in ids], ids)
-    writers[i % 4].write(record.SerializeToString())
-  for w in writers:
-    w.close()
-  return os.path.join(directory, "train-?????-of-00004")
 
 
 def _pipeline_examples_per_sec(pattern: str, config: configuration.Config, steps: int) -> float:
@@ -108,7 +92,8 @@ def main(argv):
   print(f"image {FLAGS.image_size}x{FLAGS.image_size}, batch {batch}, LSTM "
         f"{config.model.num_lstm_units}, --compare={FLAGS.compare}")
   try:
-    pattern = _write_data(tmp, FLAGS.num_images, FLAGS.jpeg_size, config.model.vocab_size)
+    pattern = bench_data.write_records(tmp, FLAGS.num_images, FLAGS.jpeg_size,
+                                       config.model.vocab_size)
     if FLAGS.compare == "phases":
       pipeline = _pipeline_examples_per_sec(pattern, config, max(steps, 20))
       options = _options(pattern, os.path.join(tmp, "train"), number_of_steps=steps + 2)

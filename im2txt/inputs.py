@@ -6,6 +6,7 @@ Each batch is a dict:
   target_seqs  int64   [B, T]   caption ids without the first (<S>)
   input_mask   int32   [B, T]   1 on real tokens, 0 on padding
   image_ids    int64   [B]
+(feature records: `image_features` float32 [B, dim] instead of `images`, see make_dataset.)
 T is the longest caption in the batch minus one. For the captions "<S> a dog </S>" (1 5 9 2)
 and "<S> cat </S>" (1 7 2) in one batch:
   input_seqs  = [[1, 5, 9], [1, 7, 0]]
@@ -27,6 +28,7 @@ from absl import logging
 import tensorflow as tf
 
 from im2txt import configuration
+from im2txt import feature_cache
 from im2txt import file_io
 from im2txt import image_processing
 from im2txt import sequence_example
@@ -92,13 +94,19 @@ def caption_id_error(error: tf.errors.OpError, vocab_size: int, config_source: s
       "+ 1 (for <UNK>), or rebuild them.")
 
 
-def _parse_and_split(filename, index, serialized, config: configuration.Config):
-  parsed = sequence_example.parse_sequence_example(serialized)
+def _parse_and_split(filename, index, serialized, config: configuration.Config,
+                     features: Optional[feature_cache.FeatureShape]):
+  if features is None:
+    parsed = sequence_example.parse_sequence_example(serialized)
+    image = {"image_data": parsed["image_data"]}
+  else:
+    parsed = sequence_example.parse_feature_example(serialized, features.views, features.dim)
+    image = {"image_features": parsed["image_features"]}
   caption_ids = _checked_caption_ids(parsed["caption_ids"], filename, index,
                                      config.model.vocab_size)
   input_seq, target_seq, mask = split_caption(caption_ids)
   return {
-      "image_data": parsed["image_data"],
+      **image,
       "input_seqs": input_seq,
       "target_seqs": target_seq,
       "input_mask": mask,
@@ -119,8 +127,16 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
   once, in file order, with central crops. `batch_size` defaults to config.input.batch_size and
   is the global batch: with an input_context each replica gets its share. `seed` makes the
   order and the distortions reproducible (tests).
+
+  Feature records (feature_cache) give `image_features` [B, dim] instead of `images`: the
+  evaluation crop's features, or with several views a random training view of each record on
+  each visit (one per epoch), as the distortions of the images would be.
   """
   files = file_io.expand_patterns(file_pattern, "--input_file_pattern")
+  features = feature_cache.feature_shape(file_pattern)
+  if features is not None and not is_training:
+    raise ValueError(f"{file_pattern}: feature records (cached Inception features) hold no "
+                     "images; evaluation reads the image records build_mscoco_data wrote")
   global_batch = batch_size or config.input.batch_size
   per_replica_batch = (input_context.get_per_replica_batch_size(global_batch)
                        if input_context is not None else global_batch)
@@ -128,7 +144,7 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
   if is_training:
     # Shuffle serialized records (cheap to hold) before decoding, as the original's queue did.
     dataset = dataset.shuffle(config.input.shuffle_buffer_size, seed=seed)
-  dataset = dataset.map(lambda f, i, s: _parse_and_split(f, i, s, config),
+  dataset = dataset.map(lambda f, i, s: _parse_and_split(f, i, s, config, features),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   # Records need at least <S> and one more token to give one training target.
   dataset = dataset.filter(lambda e: tf.size(e["input_seqs"]) > 0)
@@ -146,9 +162,13 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
 
   def decode(element):
     element = dict(element)
-    element["images"] = image_processing.process_image(
-        element.pop("image_data"), config.model, is_training=is_training,
-        seed=element.pop("distort_seed", None))
+    if features is None:
+      element["images"] = image_processing.process_image(
+          element.pop("image_data"), config.model, is_training=is_training,
+          seed=element.pop("distort_seed", None))
+    else:
+      element["image_features"] = _training_view(element.pop("image_features"),
+                                                 element.pop("distort_seed"))
     if not keep_record_keys:
       element.pop("record_file")
       element.pop("record_index")
@@ -162,6 +182,17 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def _training_view(views: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """One view [dim] of a record's cached features [views, dim]: the evaluation crop (view 0)
+  when it is the only one, else one of the training distortions (views 1..), drawn by `seed`."""
+  num_views = tf.shape(views)[0]
+  if views.shape[0] == 1:
+    return views[0]
+  view = tf.random.stateless_uniform([], tf.cast(seed, tf.int64), minval=1, maxval=num_views,
+                                     dtype=tf.int32)
+  return views[view]
+
+
 def find_undecodable_records(file_pattern: str, max_reported: int = 10
                              ) -> Tuple[int, int, List[str]]:
   """Scans every record; returns (records, undecodable records, descriptions of the first few).
@@ -172,6 +203,9 @@ def find_undecodable_records(file_pattern: str, max_reported: int = 10
   """
   files = file_io.expand_patterns(file_pattern, "--input_file_pattern")
   keys = tf.data.Dataset.from_tensor_slices(files).flat_map(_enumerated_records)
+  if feature_cache.feature_shape(file_pattern) is not None:
+    # Feature records hold no image (the feature job skipped the undecodable ones).
+    return sum(1 for _ in keys), 0, []
 
   def decoded_key(filename, index, serialized):
     parsed = sequence_example.parse_sequence_example(serialized)

@@ -8,6 +8,14 @@ One record per (image, caption) pair, compatible with the original im2txt:
 The original's reader reads only image/data and image/caption_ids, so parsing requires only
 those two: a record without image/caption parses with an empty caption, one without
 image/image_id with image_id -1.
+
+Feature records (beam_jobs/extract_image_features, for phase 1 on cached Inception features) are
+the same records without image/data and with two more context features:
+  image/features       float   [views * dim]  InceptionV3's pooled features of `views` crops of
+                                              the image, one after the other: view 0 is the
+                                              evaluation (central) crop, views 1.. are seeded
+                                              training distortions
+  image/feature_views  int64   views
 """
 
 from typing import Dict, Sequence
@@ -18,6 +26,8 @@ IMAGE_ID_FEATURE = "image/image_id"
 IMAGE_DATA_FEATURE = "image/data"
 CAPTION_FEATURE = "image/caption"
 CAPTION_IDS_FEATURE = "image/caption_ids"
+IMAGE_FEATURES_FEATURE = "image/features"
+FEATURE_VIEWS_FEATURE = "image/feature_views"
 
 
 def make_sequence_example(image_id: int, image_data: bytes, tokens: Sequence[str],
@@ -77,4 +87,63 @@ def parse_sequence_example_proto(serialized: bytes) -> dict:
       "image_data": context[IMAGE_DATA_FEATURE].bytes_list.value[0],
       "caption": [f.bytes_list.value[0].decode("utf-8") for f in lists[CAPTION_FEATURE].feature],
       "caption_ids": [f.int64_list.value[0] for f in lists[CAPTION_IDS_FEATURE].feature],
+  }
+
+
+# --- feature records ----------------------------------------------------------------------------
+
+
+def is_feature_record(serialized: bytes) -> bool:
+  """True for a feature record, False for an image record (what the trainer reads it as)."""
+  context = tf.train.SequenceExample.FromString(serialized).context.feature
+  return IMAGE_FEATURES_FEATURE in context
+
+
+def to_feature_example(example: tf.train.SequenceExample,
+                       features: Sequence[Sequence[float]]) -> tf.train.SequenceExample:
+  """The feature record of an image record: a copy without image/data, with `features` ([views]
+  lists of dim floats, view 0 the evaluation crop). Every other feature is kept as it is."""
+  if not features or len({len(view) for view in features}) != 1:
+    raise ValueError("features must be a non-empty list of views of equal length")
+  record = tf.train.SequenceExample()
+  record.CopyFrom(example)
+  context = record.context.feature
+  del context[IMAGE_DATA_FEATURE]
+  values = context[IMAGE_FEATURES_FEATURE].float_list.value
+  for view in features:
+    values.extend(view)
+  context[FEATURE_VIEWS_FEATURE].int64_list.value.append(len(features))
+  return record
+
+
+def feature_shape(serialized: bytes):
+  """(views, dim) of a feature record."""
+  context = tf.train.SequenceExample.FromString(serialized).context.feature
+  views = context[FEATURE_VIEWS_FEATURE].int64_list.value[0]
+  size = len(context[IMAGE_FEATURES_FEATURE].float_list.value)
+  if views < 1 or size % views:
+    raise ValueError(f"a feature record with {size} floats in {views} views")
+  return int(views), size // int(views)
+
+
+def parse_feature_example(serialized: tf.Tensor, views: int, dim: int) -> Dict[str, tf.Tensor]:
+  """Parses one feature record inside tf.data: image_id, features [views, dim] float32,
+  caption and caption_ids as parse_sequence_example. A record of another shape fails (an
+  InvalidArgumentError), as a mix of feature shards from different jobs would."""
+  context, sequence = tf.io.parse_single_sequence_example(
+      serialized,
+      context_features={
+          IMAGE_ID_FEATURE: tf.io.FixedLenFeature([], dtype=tf.int64, default_value=-1),
+          IMAGE_FEATURES_FEATURE: tf.io.FixedLenFeature([views * dim], dtype=tf.float32),
+      },
+      sequence_features={
+          CAPTION_FEATURE: tf.io.FixedLenSequenceFeature([], dtype=tf.string,
+                                                         allow_missing=True),
+          CAPTION_IDS_FEATURE: tf.io.FixedLenSequenceFeature([], dtype=tf.int64),
+      })
+  return {
+      "image_id": context[IMAGE_ID_FEATURE],
+      "image_features": tf.reshape(context[IMAGE_FEATURES_FEATURE], [views, dim]),
+      "caption": sequence[CAPTION_FEATURE],
+      "caption_ids": sequence[CAPTION_IDS_FEATURE],
   }

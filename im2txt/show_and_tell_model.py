@@ -105,7 +105,11 @@ class ShowAndTellModel(tf.keras.Model):
     return features
 
   def embed_images(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-    embeddings = self.image_embedding(self.image_features(images, training=training))
+    return self.embed_image_features(self.image_features(images, training=training), training)
+
+  def embed_image_features(self, features: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """Pooled Inception features [B, 2048] -> image embeddings [B, E]."""
+    embeddings = self.image_embedding(features)
     if self.image_embedding_norm is not None:
       embeddings = self.image_embedding_norm(embeddings, training=training)
     return embeddings
@@ -124,8 +128,20 @@ class ShowAndTellModel(tf.keras.Model):
   # --- training ----------------------------------------------------------------------------
 
   def call(self, inputs, training: bool = False) -> tf.Tensor:
-    """inputs: {"images": [B,H,W,3] float, "input_seqs": [B,T] int} -> logits [B,T,vocab]."""
-    state = self._image_step(self.embed_images(inputs["images"], training=training), training)
+    """inputs: {"images": [B,H,W,3] float, "input_seqs": [B,T] int} -> logits [B,T,vocab].
+
+    Phase 1 may give "image_features" [B, 2048] instead of "images": Inception's pooled features
+    of the images, computed beforehand by this model's frozen Inception (a feature cache, see
+    beam_jobs/extract_image_features); the result is the same as on the images.
+    """
+    if "image_features" in inputs:
+      if self.train_inception:
+        raise ValueError("Phase 2 (train_inception) fine-tunes Inception: it trains on images, "
+                         "not on cached Inception features")
+      embeddings = self.embed_image_features(inputs["image_features"], training=training)
+    else:
+      embeddings = self.embed_images(inputs["images"], training=training)
+    state = self._image_step(embeddings, training)
     words = self.seq_embedding(inputs["input_seqs"])
     words = self.lstm_input_dropout(words, training=training)
     outputs = self.lstm(words, initial_state=list(state), training=training)

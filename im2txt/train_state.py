@@ -20,6 +20,7 @@ from absl import logging
 import tensorflow as tf
 
 from im2txt import configuration
+from im2txt import feature_cache
 from im2txt import file_io
 from im2txt import inputs
 from im2txt import optimization
@@ -86,6 +87,25 @@ def check_vocabulary_fits(config: configuration.Config, options: "TrainOptions")
         f"hold caption ids the model cannot predict. Set model.vocab_size to at least {size}.")
 
 
+def check_feature_records(options: "TrainOptions") -> None:
+  """Feature records (cached Inception features, feature_cache) train phase 1 only, from
+  Inception weights that can match the ones that computed them (build() checks they do)."""
+  if feature_cache.feature_shape(options.input_file_pattern) is None:
+    return
+  if options.train_inception:
+    raise ValueError(
+        f"{options.input_file_pattern}: feature records (cached Inception features) cannot "
+        "train phase 2, which fine-tunes Inception on the images: give --input_file_pattern the "
+        "image records build_mscoco_data wrote (phase 2 continues from phase 1's checkpoint)")
+  if (not tf.train.latest_checkpoint(options.train_dir)
+      and options.inception_checkpoint_file in ("", RANDOM_INCEPTION)):
+    raise ValueError(
+        f"{options.input_file_pattern}: feature records, but {options.train_dir} has no "
+        "checkpoint and no --inception_checkpoint_file was given: phase 1 on cached features "
+        "starts from the Inception that computed them. Pass the feature job's "
+        "--inception_checkpoint_file, or start from the train_dir its --train_dir named.")
+
+
 def input_seed(seed: Optional[int], restored_step: int) -> Optional[int]:
   """The input pipeline's seed: `seed` with the restored global step folded in, so that a
   restarted run reads a new order instead of replaying the first run's (and a fresh run's order
@@ -131,6 +151,9 @@ def build(strategy: tf.distribute.Strategy, config: configuration.Config,
     restored = _restore(model, step, optimizer, options)
     if restored is None:
       _initialise_inception(model, config, options, global_batch)
+    features = feature_cache.feature_shape(options.input_file_pattern)
+    if features is not None:
+      feature_cache.check_model(model, options.input_file_pattern, features)
   return TrainState(model, step, lr_fn, optimizer, checkpoint, manager, restored)
 
 

@@ -175,7 +175,9 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
     totals = context.all_reduce(_SUM, tf.concat([[tf.reduce_sum(mask)], votes], 0))
     variables = model.trainable_variables
     with tf.GradientTape() as tape:
-      logits = model({"images": batch["images"], "input_seqs": batch["input_seqs"]},
+      # Images, or on feature records (phase 1 only) Inception's cached features.
+      image_key = "images" if "images" in batch else "image_features"
+      logits = model({image_key: batch[image_key], "input_seqs": batch["input_seqs"]},
                      training=True)
       token_losses = model.token_losses(logits, batch["target_seqs"], batch["input_mask"])
       # This replica's share of the global batch's mean token loss.
@@ -266,6 +268,7 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   show_and_tell_model.check_config(config.model)
   train_state.check_inception_source(config, options)
   train_state.check_vocabulary_fits(config, options)
+  train_state.check_feature_records(options)
   # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
   strategy = make_strategy(options.strategy, options.devices)
   previous_policy = tf.keras.mixed_precision.global_policy()
@@ -391,7 +394,9 @@ def _train(strategy, config: configuration.Config, options: TrainOptions) -> Tra
         if stop:
           result.stopped_by_signal = True
           break
-    if step_value != last_save_step:
+    if step_value != last_save_step or result.last_checkpoint is None:
+      # (A fresh run of 0 steps saves its initial state: e.g. a random Inception, calibrated,
+      # for the feature job to compute phase 1's features with.)
       save()
   except KeyboardInterrupt:
     # A lone worker cannot save a multi-worker checkpoint (the others would not join in); a step

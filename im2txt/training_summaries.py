@@ -94,6 +94,8 @@ class TrainingSummaries:
       tf.summary.scalar("caption_length/mean", tf.reduce_mean(tf.cast(lengths, tf.float32)))
       if large:
         tf.summary.histogram("caption_length", lengths)
+        if "images" not in batch:
+          return  # Feature records: no image to show.
         images = _local_tensors(batch["images"], strategy)[0][:_MAX_IMAGES]
         tf.summary.image("input_images", (tf.cast(images, tf.float32) + 1.0) / 2.0,
                          max_outputs=_MAX_IMAGES)

@@ -28,7 +28,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_SOURCES = ["pyproject.toml", "README.md", "im2txt", "beam_jobs"]
 CONSOLE_SCRIPTS = ["im2txt-make-sample-data", "im2txt-build-data", "im2txt-train",
                    "im2txt-evaluate", "im2txt-run-inference", "im2txt-export",
-                   "im2txt-convert-checkpoint", "im2txt-score-captions"]
+                   "im2txt-convert-checkpoint", "im2txt-score-captions",
+                   "im2txt-extract-features"]
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 SHARD_FLAGS = ["--train_shards=3", "--val_shards=2", "--test_shards=2", "--min_word_count=2"]
 
@@ -95,6 +96,8 @@ class DistributionTest(unittest.TestCase):
     self.assertIn("--inception_checkpoint_file", help_text)
     self.assertIn("--karpathy_split_file", self._run([os.path.join(self.bin, "im2txt-build-data"),
                                                       "--help"]))
+    self.assertIn("--num_views", self._run([os.path.join(self.bin, "im2txt-extract-features"),
+                                            "--help"]))
 
   def _start_cluster(self):
     scheduler_file = os.path.join(self.tmp, "scheduler.json")
