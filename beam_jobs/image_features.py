@@ -1,14 +1,18 @@
-"""The transforms of extract_image_features: image views, Inception through RunInference, shards.
+"""The transforms of extract_image_features: each image once through Inception, then shards.
 
-  (shard name, path) --Reshuffle--> ParDo(ImageViewsFn): each distinct image of the shard once,
-      decoded and cropped per view -> ((shard, image digest, view), [H, W, 3] float32)
-  --RunInference(KeyedModelHandler(InceptionFeaturesHandler))--> (key, PredictionResult([2048]))
-  --CoGroupByKey with the shard--> ParDo(WriteFeatureShardFn): the shard's records in their
-      order, each with its image's views, written atomically under the shard's name.
+An image is told apart by a hash of its JPEG bytes (records without image ids work too). The
+Beam job, like the original's builder, shuffles (image, caption) records, so an image's records
+sit in several shards; each image still passes through Inception once:
 
-An image is told apart by a hash of its bytes within its shard (the Beam job writes all records
-of an image into one shard, one after the other), so records without image ids work too, and
-each image passes through Inception once whatever its number of captions.
+  (shard name, path) --ShardDigestsFn--> (digest, shard) per record     (small: no image bytes)
+  --GroupByKey, owner = first shard--> (shard, [digests it owns])
+  --ImageViewsFn (reads the shard)--> ((digest, view), [H, W, 3]) per owned decodable image:
+      view 0 the evaluation crop, views 1.. seeded training distortions
+  --RunInference(KeyedModelHandler(InceptionFeaturesHandler))--> ((digest, view), [2048])
+  --CoGroupByKey on digest, with the shards that need it--> (shard, (digest, serialized views))
+  --CoGroupByKey on shard--> WriteFeatureShardFn: the shard's records in their order, each with
+      its image's views, written atomically under the shard's name.
+Only digests, shard names and features cross the shuffles, never image bytes.
 """
 
 import hashlib
@@ -85,9 +89,28 @@ def _count(tally: Tally) -> None:
     Metrics.counter(NAMESPACE, name).inc(count)
 
 
+class ShardDigestsFn(beam.DoFn):
+  """(shard name, path) -> (digest, shard name) for each image record of the shard."""
+
+  def process(self, shard):
+    name, path = shard
+    for serialized in _read_records(path):
+      try:
+        yield image_digest(_image_data(serialized)), name
+      except Exception:  # pylint: disable=broad-except
+        continue  # Counted (once) by the shard writer.
+
+
+def owner_shard(element):
+  """(digest, [shard names]) -> (the shard that computes it, digest): the first by name."""
+  digest, names = element
+  return min(names), digest
+
+
 class ImageViewsFn(beam.DoFn):
-  """(shard name, path) -> ((shard name, digest, view), model input [H, W, 3]) per distinct
-  decodable image and view: view 0 the evaluation crop, views 1..num_views seeded distortions."""
+  """(shard name, {"shard": [path], "owned": [[digests]]}) -> ((digest, view), model input
+  [H, W, 3]) for each decodable image the shard owns, once; view 0 the evaluation crop, views
+  1..num_views seeded distortions."""
 
   def __init__(self, model_config: configuration.ModelConfig, num_views: int, seed: int,
                tmp_dir: str):
@@ -110,18 +133,22 @@ class ImageViewsFn(beam.DoFn):
   def teardown(self):
     self._process = None  # Freed before the interpreter exits (TensorFlow complains otherwise).
 
-  def process(self, shard):
-    name, path = shard
-    tally, seen = Tally(), set()
+  def process(self, element):
+    name, grouped = element
+    (path,) = list(grouped["shard"])
+    owned = {digest for digests in grouped["owned"] for digest in digests}
+    tally = Tally()
     for index, serialized in enumerate(_read_records(path)):
+      if not owned:
+        break
       try:
         data = _image_data(serialized)
       except Exception:  # pylint: disable=broad-except
-        continue  # Counted (once) by the shard writer.
-      digest = image_digest(data)
-      if digest in seen:
         continue
-      seen.add(digest)
+      digest = image_digest(data)
+      if digest not in owned:
+        continue
+      owned.discard(digest)
       try:
         views = [self._process[view > 0](tf.constant(data), view_seed(self._seed, digest, view))
                  for view in range(1 + self._num_views)]
@@ -131,11 +158,25 @@ class ImageViewsFn(beam.DoFn):
                         path, index, reason)
         tally.add(IMAGES_SKIPPED_UNDECODABLE, f"{path} record {index}")
         continue
+      tally.add(IMAGES_COMPUTED)
+      tally.add(VIEWS_COMPUTED, n=len(views))
       for view, image in enumerate(views):
-        yield (name, digest, view), image.numpy()
+        yield (digest, view), image.numpy()
     build_report.write_report(tally, os.path.join(self._tmp_dir, REPORT_DIRNAME,
                                                   f"{name}.views.json"))
     _count(tally)
+
+
+def to_needing_shards(element):
+  """(digest, {"features": [(view, features)], "shards": [names]}) -> (shard, (digest, the
+  serialized feature context of all views)) for each shard with a record of the image."""
+  digest, grouped = element
+  views = dict(grouped["features"])
+  if not views:
+    return  # The image did not decode.
+  context = sequence_example.feature_context_bytes([views[v] for v in sorted(views)])
+  for name in sorted(set(grouped["shards"])):
+    yield name, (digest, context)
 
 
 def load_inception_model(config: configuration.ModelConfig, checkpoint: str,
@@ -194,29 +235,27 @@ class InceptionFeaturesHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
 
 
-def write_feature_shard(name: str, path: str, views: Dict[str, Dict[int, np.ndarray]],
-                        num_views: int, output_dir: str, tmp_dir: str, tally: Tally) -> int:
+def write_feature_shard(name: str, path: str, contexts: Dict[str, bytes], output_dir: str,
+                        tmp_dir: str, tally: Tally) -> int:
   """Writes output_dir/name: the records of `path` in order, each as a feature record with its
-  image's views ({digest: {view: features}}); records without them are skipped and counted.
-  Returns the number of records written."""
+  image's views ({digest: sequence_example.feature_context_bytes}); records without them are
+  skipped and counted. Returns the number of records written."""
   written = 0
   with file_io.atomic_path(os.path.join(output_dir, name), tmp_dir=tmp_dir) as tmp_path, \
        tf.io.TFRecordWriter(tmp_path) as writer:
     for index, serialized in enumerate(_read_records(path)):
       try:
         example = tf.train.SequenceExample.FromString(serialized)
-        image_views = views.get(image_digest(_image_data(serialized)))
+        context = contexts.get(image_digest(_image_data(serialized)))
       except Exception as e:  # pylint: disable=broad-except
         _LOGGER.warning("%s record %d: skipped, not an image SequenceExample (%s)", path, index,
                         e)
         tally.add(RECORDS_SKIPPED_MALFORMED, f"{path} record {index}")
         continue
-      if image_views is None or len(image_views) != 1 + num_views:
+      if context is None:
         tally.add(RECORDS_SKIPPED_BAD_IMAGE, f"{path} record {index}")
         continue
-      record = sequence_example.to_feature_example(
-          example, [image_views[view].tolist() for view in range(1 + num_views)])
-      writer.write(record.SerializeToString(deterministic=True))
+      writer.write(sequence_example.to_feature_record(example, context))
       written += 1
   tally.add(RECORDS_WRITTEN, n=written)
   tally.add(SHARDS_WRITTEN)
@@ -224,30 +263,23 @@ def write_feature_shard(name: str, path: str, views: Dict[str, Dict[int, np.ndar
 
 
 class WriteFeatureShardFn(beam.DoFn):
-  """(shard name, {"shard": [path], "features": [(digest, view, features), ...]}) -> name."""
+  """(shard name, {"shard": [path], "features": [(digest, context bytes), ...]}) -> name."""
 
-  def __init__(self, num_views: int, output_dir: str, tmp_dir: str):
+  def __init__(self, output_dir: str, tmp_dir: str):
     super().__init__()
-    self._num_views = num_views
     self._output_dir = output_dir
     self._tmp_dir = tmp_dir
 
   def process(self, element):
     name, grouped = element
     (path,) = list(grouped["shard"])
-    views: Dict[str, Dict[int, np.ndarray]] = {}
-    for digest, view, features in grouped["features"]:
-      views.setdefault(digest, {})[view] = features
+    contexts = dict(grouped["features"])
     tally = Tally()
-    tally.add(IMAGES_COMPUTED, n=len(views))
-    tally.add(VIEWS_COMPUTED, n=sum(len(v) for v in views.values()))
-    written = write_feature_shard(name, path, views, self._num_views, self._output_dir,
-                                  self._tmp_dir, tally)
+    written = write_feature_shard(name, path, contexts, self._output_dir, self._tmp_dir, tally)
     build_report.write_report(tally, os.path.join(self._tmp_dir, REPORT_DIRNAME,
                                                   f"{name}.write.json"))
     _count(tally)
-    _LOGGER.info("Wrote %s: %d records, %d images", os.path.join(self._output_dir, name),
-                 written, len(views))
+    _LOGGER.info("Wrote %s: %d records", os.path.join(self._output_dir, name), written)
     yield name
 
 
@@ -279,16 +311,23 @@ class ExtractImageFeatures(beam.PTransform):
     shards = (pbegin
               | "Shards" >> beam.Create(self._shards)
               | "SpreadShards" >> beam.Reshuffle())
-    features = (shards
+    digests = shards | "Digests" >> beam.ParDo(ShardDigestsFn())
+    owned = (digests
+             | "ShardsOfImage" >> beam.GroupByKey()
+             | "Owner" >> beam.Map(owner_shard)
+             | "OwnedByShard" >> beam.GroupByKey())
+    features = ({"shard": shards, "owned": owned}
+                | "JoinOwned" >> beam.CoGroupByKey()
                 | "ImageViews" >> beam.ParDo(ImageViewsFn(self._model_config, self._num_views,
                                                           self._seed, self._tmp_dir))
                 | "Inception" >> RunInference(KeyedModelHandler(self._handler))
-                | "ByShard" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[0][2],
-                                                               kv[1].inference))))
-    return ({"shard": shards, "features": features}
+                | "ByImage" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1].inference))))
+    by_shard = ({"features": features, "shards": digests}
+                | "JoinImages" >> beam.CoGroupByKey()
+                | "ToShards" >> beam.FlatMap(to_needing_shards))
+    return ({"shard": shards, "features": by_shard}
             | "JoinShards" >> beam.CoGroupByKey()
-            | "WriteShards" >> beam.ParDo(WriteFeatureShardFn(self._num_views, self._output_dir,
-                                                              self._tmp_dir)))
+            | "WriteShards" >> beam.ParDo(WriteFeatureShardFn(self._output_dir, self._tmp_dir)))
 
 
 def read_counts(result, tmp_dir: str) -> Tally:

@@ -99,21 +99,36 @@ def is_feature_record(serialized: bytes) -> bool:
   return IMAGE_FEATURES_FEATURE in context
 
 
-def to_feature_example(example: tf.train.SequenceExample,
-                       features: Sequence[Sequence[float]]) -> tf.train.SequenceExample:
-  """The feature record of an image record: a copy without image/data, with `features` ([views]
-  lists of dim floats, view 0 the evaluation crop). Every other feature is kept as it is."""
-  if not features or len({len(view) for view in features}) != 1:
+def feature_context_bytes(features: Sequence[Sequence[float]]) -> bytes:
+  """The serialized context of a feature record's features ([views] lists of dim floats, view 0
+  the evaluation crop): built once per image, appended to each of its records."""
+  if not len(features) or len({len(view) for view in features}) != 1:
     raise ValueError("features must be a non-empty list of views of equal length")
-  record = tf.train.SequenceExample()
-  record.CopyFrom(example)
-  context = record.context.feature
-  del context[IMAGE_DATA_FEATURE]
+  part = tf.train.SequenceExample()
+  context = part.context.feature
   values = context[IMAGE_FEATURES_FEATURE].float_list.value
   for view in features:
-    values.extend(view)
+    values.extend(view.tolist() if hasattr(view, "tolist") else view)
   context[FEATURE_VIEWS_FEATURE].int64_list.value.append(len(features))
-  return record
+  return part.SerializeToString(deterministic=True)
+
+
+def to_feature_record(example: tf.train.SequenceExample, context: bytes) -> bytes:
+  """The serialized feature record of an image record: the record without image/data, then
+  `context` (feature_context_bytes). Protocol buffers merge concatenated messages (the context
+  maps are merged by key), so the result parses as one SequenceExample holding both; every
+  other feature of the record is kept as it is."""
+  record = tf.train.SequenceExample()
+  record.CopyFrom(example)
+  del record.context.feature[IMAGE_DATA_FEATURE]
+  return record.SerializeToString(deterministic=True) + context
+
+
+def to_feature_example(example: tf.train.SequenceExample,
+                       features: Sequence[Sequence[float]]) -> tf.train.SequenceExample:
+  """to_feature_record, parsed."""
+  return tf.train.SequenceExample.FromString(
+      to_feature_record(example, feature_context_bytes(features)))
 
 
 def feature_shape(serialized: bytes):

@@ -1,7 +1,7 @@
 """Tests of the feature cache: beam_jobs/extract_image_features and phase 1 on its records.
 
-Data: textured colour JPEGs, two captions each, written as build_mscoco_data does (all records of
-an image in one shard, one after the other). The Inception is a random one, initialised and
+Data: textured colour JPEGs, two captions each, whose two records sit in different shards (as
+build_mscoco_data's shuffle of (image, caption) records, the original's, puts them). The Inception is a random one, initialised and
 calibrated by `train --number_of_steps=0`, as a user without pretrained weights would do.
 """
 
@@ -41,13 +41,14 @@ def _record(image_id: int, jpeg: bytes, caption) -> bytes:
 
 
 def write_grouped_shards(directory: str, images, num_shards: int, extra=None):
-  """Image i's records (one per caption, consecutive) go to shard i % num_shards; `extra`
-  {shard index: [serialized, ...]} are appended to a shard. Returns (pattern, {name: records})."""
+  """Caption j of image i goes to shard (i + j) % num_shards; `extra` {shard index:
+  [serialized, ...]} are appended to a shard. Returns (pattern, {name: records})."""
   tf.io.gfile.makedirs(directory)
-  shards = {}
+  shards = {f"train-{k:05d}-of-{num_shards:05d}": [] for k in range(num_shards)}
   for i, (image_id, jpeg) in enumerate(images):
-    name = f"train-{i % num_shards:05d}-of-{num_shards:05d}"
-    shards.setdefault(name, []).extend(_record(image_id, jpeg, c) for c in CAPTIONS[image_id])
+    for j, caption in enumerate(CAPTIONS[image_id]):
+      shards[f"train-{(i + j) % num_shards:05d}-of-{num_shards:05d}"].append(
+          _record(image_id, jpeg, caption))
   for index, records in (extra or {}).items():
     shards[f"train-{index:05d}-of-{num_shards:05d}"].extend(records)
   for name, records in shards.items():
