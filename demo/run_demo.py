@@ -7,7 +7,9 @@ Steps, each through the product's own binaries (as a user would run them):
   1. beam_jobs/make_sample_dataset   coloured shapes with 5 captions each    -> OUT/sample
   2. beam_jobs/build_mscoco_data     TFRecords + word_counts.txt (Beam)        -> OUT/data
   3. im2txt/evaluate                 started now, beside training              -> OUT/model/eval
-  4. im2txt/train phase 1            Inception frozen                         -> OUT/model/train
+  4. im2txt/train phase 1            Inception frozen, on cached features     -> OUT/model/train
+     (train --number_of_steps=0 initialises the random Inception, then
+     beam_jobs/extract_image_features computes each image's features once -> OUT/features)
   5. im2txt/train phase 2            everything trained, same train_dir
   6. the evaluator finishes the last checkpoint and exits
   7. im2txt/run_inference            held-out (test split) images             -> OUT/inference
@@ -20,6 +22,10 @@ Steps, each through the product's own binaries (as a user would run them):
 
 Everything goes under --output_dir; a rerun starts the model afresh (the data are rebuilt
 identically). No pretrained weights: Inception starts from a random initialisation.
+
+The console shows the demo's own lines and the binaries' progress lines, without the libraries'
+log lines and warnings; every byte of output is in OUT/logs/ (one file per binary, and demo.log
+for this process's own library output).
 """
 
 import argparse
@@ -33,9 +39,15 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
+from demo import console_output
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The page to look at: every held-out image with its caption, and the curves.
 REPORT_FILENAME = "report.html"
+# Training crops (random crop and flip) cached per image for phase 1, besides the central one.
+NUM_FEATURE_VIEWS = 2
+# In OUT/logs: what this process's libraries write to stderr (TensorFlow, Beam, absl).
+DEMO_LOG_FILENAME = "demo.log"
 
 
 @dataclasses.dataclass
@@ -77,10 +89,10 @@ def _log(message: str) -> None:
 
 
 def _env() -> Dict[str, str]:
+  # No TF_CPP_MIN_LOG_LEVEL or PYTHONWARNINGS of the demo's own: the console is kept clean by
+  # filtering what is shown (console_output), so the log files keep everything the binaries say.
   env = dict(os.environ)
   env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  env.setdefault("PYTHONWARNINGS", "ignore")
   return env
 
 
@@ -97,18 +109,12 @@ def _run(module: str, args: List[str], log_path: str) -> None:
       cwd=REPO_ROOT) as process:
     for line in process.stdout:
       log.write(line)
-      if _interesting(line):
-        print("    " + line.rstrip(), flush=True)
+      text = console_output.shown_text(line)
+      if text is not None:
+        print("    " + text, flush=True)
     process.wait()
   if process.returncode != 0:
     raise RuntimeError(f"{module} failed with exit code {process.returncode}; see {log_path}")
-
-
-def _interesting(line: str) -> bool:
-  """Progress lines worth showing live (the full output is in the step's log file)."""
-  keys = ("step ", "records", "summary", "split", "train ", "val ", "test ", "vocabulary",
-          "images dropped", "phase", "calibrat")
-  return any(k in line for k in keys) and "WARNING" not in line
 
 
 def _fresh_dir(path: str) -> str:
@@ -139,12 +145,18 @@ def _read_scalars(event_dir: str) -> Dict[int, Dict[str, float]]:
 
 
 def run_demo(options: DemoOptions) -> DemoResult:
-  from beam_jobs import make_sample_dataset as sample  # pylint: disable=g-import-not-at-top
-  from im2txt import configuration  # pylint: disable=g-import-not-at-top
-
   out = os.path.abspath(options.output_dir)
   os.makedirs(out, exist_ok=True)
   logs = _fresh_dir(os.path.join(out, "logs"))
+  # Before TensorFlow is imported: its import writes C++ log lines.
+  with console_output.stderr_to(os.path.join(logs, DEMO_LOG_FILENAME)):
+    return _run_steps(options, out, logs)
+
+
+def _run_steps(options: DemoOptions, out: str, logs: str) -> DemoResult:
+  from beam_jobs import make_sample_dataset as sample  # pylint: disable=g-import-not-at-top
+  from im2txt import configuration  # pylint: disable=g-import-not-at-top
+
   started = time.time()
 
   _log(f"1/8 sample dataset: {options.num_train_images} train + {options.num_val_images} val "
@@ -183,15 +195,30 @@ def run_demo(options: DemoOptions) -> DemoResult:
           f"--number_of_steps={total_steps}"]),
       env=_env(), stdout=eval_log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
   try:
-    common = [f"--input_file_pattern={data_dir}/train-*", f"--train_dir={train_dir}",
-              f"--config_file={config_file}", "--log_every_n_steps=50", f"--seed={options.seed}"]
-    _log(f"4/8 phase 1: Inception frozen, {options.phase1_steps} steps")
-    # The sample dataset has no pretrained Inception: it starts random, on purpose.
-    _run("im2txt.train", common + ["--train_inception=false", "--inception_checkpoint_file=random",
+    common = [f"--train_dir={train_dir}", f"--config_file={config_file}",
+              "--log_every_n_steps=50", f"--seed={options.seed}"]
+    images = f"--input_file_pattern={data_dir}/train-*"
+    features_dir = _fresh_dir(os.path.join(out, "features"))
+    _log(f"4/8 phase 1: Inception frozen, {options.phase1_steps} steps on cached Inception "
+         f"features -> {features_dir}")
+    # The sample dataset has no pretrained Inception: it starts random, on purpose, initialised
+    # and calibrated by a 0-step run; the feature job computes each image's features with it
+    # once (the evaluation crop and NUM_FEATURE_VIEWS training crops), and phase 1 trains on them.
+    _run("im2txt.train", common + [images, "--inception_checkpoint_file=random",
+                                   "--number_of_steps=0"],
+         os.path.join(logs, "train_init.log"))
+    _run("beam_jobs.extract_image_features",
+         [f"--input_file_pattern={data_dir}/train-*", f"--output_dir={features_dir}",
+          f"--train_dir={train_dir}", f"--num_views={NUM_FEATURE_VIEWS}",
+          f"--seed={options.seed}"],
+         os.path.join(logs, "extract_image_features.log"))
+    _run("im2txt.train", common + [f"--input_file_pattern={features_dir}/train-*",
+                                   "--train_inception=false",
                                    f"--number_of_steps={options.phase1_steps}"],
          os.path.join(logs, "train_phase1.log"))
-    _log(f"5/8 phase 2: everything trained, to step {total_steps}")
-    _run("im2txt.train", common + ["--train_inception=true", f"--number_of_steps={total_steps}"],
+    _log(f"5/8 phase 2: everything trained on the images, to step {total_steps}")
+    _run("im2txt.train", common + [images, "--train_inception=true",
+                                   f"--number_of_steps={total_steps}"],
          os.path.join(logs, "train_phase2.log"))
     _log("6/8 waiting for the evaluator to score the last checkpoint")
     try:
@@ -212,14 +239,17 @@ def run_demo(options: DemoOptions) -> DemoResult:
   inference_dir = _fresh_dir(os.path.join(out, "inference"))
   captions_json = os.path.join(inference_dir, "captions.json")
   list_file = ",".join(img.path for img in test_images)
-  with open(captions_json, "w") as f:
+  inference_log = os.path.join(logs, "run_inference.log")
+  with open(captions_json, "w") as f, open(inference_log, "w") as log:
     process = subprocess.run(
         _module_command("im2txt.run_inference", [
             f"--checkpoint_path={train_dir}", f"--vocab_file={vocab_file}",
             f"--input_files={list_file}", "--output_format=json"]),
-        env=_env(), stdout=f, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+        env=_env(), stdout=f, stderr=log, text=True, cwd=REPO_ROOT)
   if process.returncode != 0:
-    raise RuntimeError(f"run_inference failed ({process.returncode}): {process.stderr[-2000:]}")
+    with open(inference_log) as log:
+      raise RuntimeError(f"run_inference failed ({process.returncode}); see {inference_log}:\n"
+                         f"{log.read()[-2000:]}")
   _log("8/8 scoring the held-out images as the COCO caption evaluation does")
   score_metrics = _score_test_split(dataset, test_images, train_dir, vocab_file, inference_dir,
                                     logs)

@@ -8,6 +8,9 @@
 `checkpoint` index file, evaluates every new checkpoint once, oldest first, and writes the
 results to `eval_dir` for TensorBoard (scalars `Perplexity`, `Loss`, `BLEU-1`..`BLEU-4`,
 `METEOR`, `ROUGE-L`, `CIDEr` and a text table of captions, at the checkpoint's global step).
+The first `num_text_summary_images` captioned images are also image summaries, one card each
+(`captions/image_<id>`, the table's image ids) at the same step, the caption in their
+description.
 
 Perplexity = exp(sum of the masked token losses / number of real tokens) over the first
 `num_eval_examples` (image, caption) pairs of the val split, in eval mode (no dropout, central
@@ -25,6 +28,7 @@ import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 from im2txt import beam_search
@@ -40,6 +44,8 @@ from im2txt import vocabulary
 PERPLEXITY_TAG = "Perplexity"
 LOSS_TAG = "Loss"
 CAPTIONS_TAG = "Captions"
+# One image card per sample image: captions/image_11, ...
+SAMPLE_IMAGE_TAG = "captions/image_{image_id}"
 
 
 class EvaluationError(Exception):
@@ -77,6 +83,8 @@ class EvalResult:
   caption_metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
   # (image id, generated caption, reference captions) of the first few images.
   caption_examples: List[Tuple[int, str, List[str]]] = dataclasses.field(default_factory=list)
+  # {image id: uint8 [H, W, 3]}: what the model saw of those images (see sample_image).
+  sample_images: Dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
   seconds: float = 0.0
   # Seconds spent on each part: {"perplexity": 12.3, "captions": ..., "metrics": ...}.
   timings: Dict[str, float] = dataclasses.field(default_factory=dict)
@@ -147,6 +155,17 @@ def load_caption_references(file_pattern: str, num_images: int,
   return CaptionReferences(image_ids, image_data, references)
 
 
+def sample_image(image_data: bytes, config: configuration.ModelConfig) -> np.ndarray:
+  """A val JPEG as the model sees it when captioning (resize, central crop), uint8 [H, W, 3].
+
+  The picture shown beside a caption is the model's input rather than the original: a shape
+  that the central crop cut off then explains a caption that misses it, and the image is no
+  bigger than image_height x image_width (small in memory and in the event file).
+  """
+  image = image_processing.process_image(image_data, config, is_training=False)  # [-1, 1]
+  return tf.cast(tf.round((tf.clip_by_value(image, -1.0, 1.0) + 1.0) * 127.5), tf.uint8).numpy()
+
+
 def _stop_requested(stop_event) -> bool:
   return stop_event is not None and stop_event.is_set()
 
@@ -177,6 +196,7 @@ class CheckpointEvaluator:
         image_spec, ids_spec, ids_spec, tf.TensorSpec([None, None], tf.int32)])
     self.vocab = vocab
     self.caption_images = None
+    self.sample_images: Dict[int, np.ndarray] = {}
     if vocab is not None and config.eval.num_caption_images > 0:
       self.caption_images = load_caption_references(input_file_pattern,
                                                     config.eval.num_caption_images, vocab)
@@ -184,6 +204,12 @@ class CheckpointEvaluator:
           lambda data: image_processing.process_image(data, c, is_training=False),
           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
       ).batch(config.inference.batch_size).prefetch(1)
+      # The few images shown in TensorBoard with their captions, decoded once.
+      num_samples = config.eval.num_text_summary_images
+      self.sample_images = {
+          image_id: sample_image(data, c) for image_id, data in
+          zip(self.caption_images.image_ids[:num_samples],
+              self.caption_images.image_data[:num_samples])}
       # The dataset holds the JPEG bytes now; no second copy.
       self.caption_images = self.caption_images._replace(image_data=[])
       inference = config.inference
@@ -277,7 +303,7 @@ class CheckpointEvaluator:
                       step, checkpoint.step, step)
     # Started first: METEOR's Java process loads its tables while the model works.
     scorer = self._start_scorer()
-    metrics, examples = {}, []
+    metrics, examples, images = {}, [], {}
     try:
       perplexity, loss, num_examples, num_tokens = self.perplexity(stop_event)
       timings = {"perplexity": time.time() - start}
@@ -287,6 +313,7 @@ class CheckpointEvaluator:
         references = self.caption_images.references
         examples = [(i, captions[i], references[i]) for i in
                     self.caption_images.image_ids[:self.config.eval.num_text_summary_images]]
+        images = {i: self.sample_images[i] for i, _, _ in examples}
         if scorer is not None:
           try:
             metrics = scorer.score(references, captions)
@@ -297,7 +324,7 @@ class CheckpointEvaluator:
       if scorer is not None:
         scorer.close()
     return EvalResult(checkpoint.path, step, perplexity, loss, num_examples, num_tokens,
-                      metrics, examples, time.time() - start, timings)
+                      metrics, examples, images, time.time() - start, timings)
 
 
 # Shown under the captions in TensorBoard: what the evaluator's caption metrics are, and are not.
@@ -320,14 +347,30 @@ def captions_markdown(examples: List[Tuple[int, str, List[str]]]) -> str:
   return "\n".join(lines)
 
 
+def sample_description(step: int, generated: str, references: List[str]) -> str:
+  """An image card's description (markdown): the caption at `step` and the references.
+
+  TensorBoard shows the description of a tag's first event on its card, whatever the step
+  chosen, so the step is named; every step's caption is in the text tab's table.
+  """
+  lines = [f"**Generated at step {step}:** {generated or '(empty)'}", "", "**References:**", ""]
+  return "\n".join(lines + [f"- {r}" for r in references] +
+                   ["", f"Every step's caption: text tab, `{CAPTIONS_TAG}`."])
+
+
 def write_summaries(writer: tf.summary.SummaryWriter, result: EvalResult) -> None:
-  """The scalars and the caption table at the checkpoint's step, flushed to disk."""
+  """The scalars, the caption table and the sample images at the checkpoint's step, flushed."""
   with writer.as_default():
     for tag, value in result.scalars().items():
       tf.summary.scalar(tag, value, step=result.step)
     if result.caption_examples:
       tf.summary.text(CAPTIONS_TAG, captions_markdown(result.caption_examples) + "\n\n"
                       + MONITORING_NOTE, step=result.step)
+    for image_id, generated, references in result.caption_examples:
+      if image_id in result.sample_images:
+        tf.summary.image(SAMPLE_IMAGE_TAG.format(image_id=image_id),
+                         result.sample_images[image_id][np.newaxis], step=result.step,
+                         description=sample_description(result.step, generated, references))
   writer.flush()
 
 

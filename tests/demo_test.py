@@ -7,13 +7,45 @@ perplexity far below the vocabulary size, training and evaluator events for the 
 At this scale (400+100 steps; the suite's slowest test) the model names the colour of nearly every
 held-out image (measured: 100%) and the shape of some (colour and shape: 30%, chance 3.3%; 30-35%
 with 200 phase-2 steps); the demo's 600+500 steps reached 61.7%.
+The console output is checked as a user sees it: no library log line or warning among the
+demo's lines (they are in the log files).
 """
 
+import contextlib
 import os
+import re
+import sys
 import tempfile
 import unittest
 
 from demo import run_demo
+
+# What must not reach the console: TensorFlow's C++ log lines (abseil's "I1203 05:03:17.97 ..."
+# and TF's "2026-12-03 05:02:48.71: E external/..."), oneDNN and CPU-feature notices, Python
+# logging's and warnings' lines, deprecations. Indented lines count too.
+_LIBRARY_LINE = re.compile(
+    r"^\s*[IWEF]\d{4} |^\s*\d{4}-\d\d-\d\d [\d:.]+: [IWEF] |tensorflow/|oneDNN|cpu_feature_guard|"
+    r"warning:|deprecat", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def _console_to(path):
+  """Points this process's stdout and stderr (the file descriptors, which TensorFlow's C++
+  runtime writes to as well) at `path`, restored after."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  saved = [os.dup(1), os.dup(2)]
+  try:
+    with open(path, "w") as f:
+      os.dup2(f.fileno(), 1)
+      os.dup2(f.fileno(), 2)
+      yield
+  finally:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for fd, copy in zip((1, 2), saved):
+      os.dup2(copy, fd)
+      os.close(copy)
 
 
 class DemoTest(unittest.TestCase):
@@ -25,7 +57,22 @@ class DemoTest(unittest.TestCase):
           num_val_images=600, phase1_steps=int(os.environ.get("DEMO_TEST_PHASE1_STEPS", 400)),
           phase2_steps=int(os.environ.get("DEMO_TEST_PHASE2_STEPS", 100)),
           eval_num_examples=200, eval_caption_images=30, show_captions=5)
-      result = run_demo.run_demo(options)
+      console_file = os.path.join(out, "console.txt")
+      with _console_to(console_file):
+        result = run_demo.run_demo(options)
+      with open(console_file, encoding="utf-8") as f:
+        console = f.read()
+      print(console)
+      # The demo's own lines and its binaries' progress are shown; nothing from the libraries.
+      self.assertIn("1/8 sample dataset", console)
+      self.assertIn("Training phase 1 (Inception frozen)", console)
+      self.assertIn("Held-out accuracy", console)
+      self.assertEqual([l for l in console.splitlines() if _LIBRARY_LINE.search(l)], [])
+      # The full logs are kept: this process's library output, each binary's whole output.
+      logs = os.path.join(out, "logs")
+      self.assertTrue(os.path.exists(os.path.join(logs, run_demo.DEMO_LOG_FILENAME)))
+      with open(os.path.join(logs, "train_phase1.log"), encoding="utf-8") as f:
+        self.assertRegex(f.read(), r"(?m)^I\d{4} .* training\.py:\d+\] Training phase 1 ")
       self.assertGreaterEqual(result.num_images, 30)
       self.assertEqual(result.num_captioned, result.num_images)
       self.assertTrue(result.train_event_files, "no training TensorBoard events")

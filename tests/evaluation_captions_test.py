@@ -4,6 +4,7 @@ import os
 import tempfile
 from unittest import mock
 
+import numpy as np
 import tensorflow as tf
 
 from im2txt import caption_metrics
@@ -29,6 +30,19 @@ class _FakeScorer:
 
   def close(self):
     self.closed = True
+
+
+def _model_view(jpeg: bytes, config) -> np.ndarray:
+  """The model's eval-mode view of a JPEG as uint8, computed here from the definition: decode,
+  TF1's bilinear resize (no half-pixel centres) to resize_height x resize_width, central crop."""
+  image = tf.io.decode_jpeg(jpeg, channels=3).numpy().astype(np.float32) / 255.0
+  resized = tf.raw_ops.ResizeBilinear(
+      images=image[np.newaxis], size=[config.resize_height, config.resize_width],
+      align_corners=False, half_pixel_centers=False)[0].numpy()
+  top = (config.resize_height - config.image_height) // 2
+  left = (config.resize_width - config.image_width) // 2
+  crop = resized[top:top + config.image_height, left:left + config.image_width]
+  return np.round(crop * 255.0).astype(np.uint8)
 
 
 class EvaluationCaptionsTest(tf.test.TestCase):
@@ -78,6 +92,49 @@ class EvaluationCaptionsTest(tf.test.TestCase):
     self.assertEqual(result.step, 20)
     self.assertEqual(set(result.scalars()),
                      {"Perplexity", "Loss"} | set(caption_metrics.METRIC_NAMES))
+
+  def test_summaries_show_each_sample_image_with_its_caption(self):
+    results = []
+    for step, seed in ((70, 6), (80, 4)):
+      testdata.perturb_weights(self.evaluator.model, seed=seed)
+      path = testdata.save_checkpoint(self.train_dir, self.evaluator.model, step, self.config)
+      with mock.patch.object(caption_metrics, "CaptionScorer", _FakeScorer):
+        results.append(self.evaluator.evaluate(evaluation.CheckpointRef(path, step)))
+    eval_dir = tempfile.mkdtemp(dir=self.tmp.name)
+    writer = tf.summary.create_file_writer(eval_dir)
+    for result in results:
+      evaluation.write_summaries(writer, result)
+    writer.close()
+
+    captions = [{i: caption for i, caption, _ in r.caption_examples} for r in results]
+    # Non-empty and different at the two steps, so a caption shown at the wrong step would show.
+    self.assertTrue(all(c for step_captions in captions for c in step_captions.values()))
+    self.assertNotEqual(captions[0], captions[1])
+    references = {11: ["a dog on grass .", "dog on the grass", "a dog ."],
+                  12: ["a cat .", "cat on grass"]}
+    images = testdata.read_images(eval_dir)
+    # One card per sample image (num_text_summary_images = 2 of the val images 11, 12, 13).
+    self.assertEqual(sorted(images), ["captions/image_11", "captions/image_12"])
+    for image_id in (11, 12):
+      expected = _model_view(testdata.jpeg(image_id), self.config.model).astype(np.int32)
+      events = images[f"captions/image_{image_id}"]
+      self.assertEqual([step for step, _, _ in events], [70, 80])
+      for (step, pngs, description), step_captions in zip(events, captions):
+        self.assertLen(pngs, 1)
+        pixels = tf.io.decode_png(pngs[0]).numpy().astype(np.int32)
+        self.assertEqual(pixels.shape, (75, 75, 3))
+        # Equal up to the rounding of a float computed in another order (the JPEG is noise:
+        # another crop or resize would differ by far more).
+        self.assertLessEqual(np.abs(pixels - expected).max(), 1)
+        self.assertIn(f"**Generated at step {step}:** {step_captions[image_id]}\n", description)
+        for reference in references[image_id]:
+          self.assertIn(f"\n- {reference}\n", description)
+    # The caption table is at the same steps, with the same captions.
+    _, texts = testdata.read_events(eval_dir)
+    self.assertEqual([step for step, _ in texts["Captions"]], [70, 80])
+    for (_, table), step_captions in zip(texts["Captions"], captions):
+      for image_id, caption in step_captions.items():
+        self.assertIn(f"\n| {image_id} | {caption} | ", table)
 
   def test_scorer_failure_leaves_the_caption_metrics_out(self):
     path = testdata.save_checkpoint(self.train_dir, self.evaluator.model, 60, self.config)

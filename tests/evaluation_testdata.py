@@ -7,7 +7,7 @@ spread over both shards, and one caption has a word missing from the vocabulary 
 import dataclasses
 import glob
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -94,17 +94,42 @@ def delete_checkpoint_files(path: str) -> None:
     os.remove(name)
 
 
+def summary_values(eval_dir: str) -> Iterator[Tuple[int, tf.compat.v1.Summary.Value]]:
+  """(step, summary value) of every summary in eval_dir's event files, in file order.
+
+  The files are read as plain TFRecords of Event protos, as demo/run_demo.py does:
+  tf.compat.v1.train.summary_iterator prints a deprecation warning.
+  """
+  for path in sorted(glob.glob(os.path.join(eval_dir, "events.out.tfevents.*"))):
+    for record in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        yield int(event.step), value
+
+
 def read_events(eval_dir: str) -> Tuple[Dict[str, List[Tuple[int, float]]],
                                         Dict[str, List[Tuple[int, str]]]]:
   """({scalar tag: [(step, value)]}, {text tag: [(step, text)]}) from eval_dir's event files."""
   scalars, texts = {}, {}
-  for path in sorted(glob.glob(os.path.join(eval_dir, "events.out.tfevents.*"))):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        plugin = value.metadata.plugin_data.plugin_name
-        array = tf.make_ndarray(value.tensor)
-        if plugin == "scalars":
-          scalars.setdefault(value.tag, []).append((event.step, float(array)))
-        elif plugin == "text":
-          texts.setdefault(value.tag, []).append((event.step, array.item().decode("utf-8")))
+  for step, value in summary_values(eval_dir):
+    plugin = value.metadata.plugin_data.plugin_name
+    if plugin == "scalars":
+      scalars.setdefault(value.tag, []).append((step, float(tf.make_ndarray(value.tensor))))
+    elif plugin == "text":
+      texts.setdefault(value.tag, []).append(
+          (step, tf.make_ndarray(value.tensor).item().decode("utf-8")))
   return scalars, texts
+
+
+def read_images(eval_dir: str) -> Dict[str, List[Tuple[int, List[bytes], str]]]:
+  """{image tag: [(step, [PNG bytes per image], description)]} from eval_dir's event files.
+
+  An image summary's tensor holds [width, height, PNG, ...] as strings.
+  """
+  images = {}
+  for step, value in summary_values(eval_dir):
+    if value.metadata.plugin_data.plugin_name == "images":
+      strings = tf.make_ndarray(value.tensor).tolist()
+      images.setdefault(value.tag, []).append(
+          (step, strings[2:], value.metadata.summary_description))
+  return images
