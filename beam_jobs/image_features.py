@@ -6,7 +6,8 @@ sit in several shards; each image still passes through Inception once:
 
   (shard name, path) --ShardDigestsFn--> (digest, shard) per record     (small: no image bytes)
   --GroupByKey, owner = first shard--> (shard, [digests it owns])
-  --ImageViewsFn (reads the shard)--> ((digest, view), [H, W, 3]) per owned decodable image:
+  --ImageViewsFn (reads the shard)--> batches of ((digest, view), [H, W, 3]), each owned
+      decodable image once:
       view 0 the evaluation crop, views 1.. seeded training distortions
   --RunInference(KeyedModelHandler(InceptionFeaturesHandler))--> ((digest, view), [2048])
   --CoGroupByKey on digest, with the shards that need it--> (shard, (digest, serialized views))
@@ -108,16 +109,21 @@ def owner_shard(element):
 
 
 class ImageViewsFn(beam.DoFn):
-  """(shard name, {"shard": [path], "owned": [[digests]]}) -> ((digest, view), model input
-  [H, W, 3]) for each decodable image the shard owns, once; view 0 the evaluation crop, views
-  1..num_views seeded distortions."""
+  """(shard name, {"shard": [path], "owned": [[digests]]}) -> batches (lists of up to
+  batch_size) of ((digest, view), model input [H, W, 3]) for each decodable image the shard
+  owns, once; view 0 the evaluation crop, views 1..num_views seeded distortions.
+
+  The batches are made here, not by RunInference's BatchElements: that emits its last batch
+  from finish_bundle, which Beam's DaskRunner (2.77) drops, losing images (measured).
+  """
 
   def __init__(self, model_config: configuration.ModelConfig, num_views: int, seed: int,
-               tmp_dir: str):
+               batch_size: int, tmp_dir: str):
     super().__init__()
     self._config = model_config
     self._num_views = num_views
     self._seed = seed
+    self._batch_size = batch_size
     self._tmp_dir = tmp_dir
     self._process = None
 
@@ -137,7 +143,7 @@ class ImageViewsFn(beam.DoFn):
     name, grouped = element
     (path,) = list(grouped["shard"])
     owned = {digest for digests in grouped["owned"] for digest in digests}
-    tally = Tally()
+    tally, batch = Tally(), []
     for index, serialized in enumerate(_read_records(path)):
       if not owned:
         break
@@ -161,7 +167,12 @@ class ImageViewsFn(beam.DoFn):
       tally.add(IMAGES_COMPUTED)
       tally.add(VIEWS_COMPUTED, n=len(views))
       for view, image in enumerate(views):
-        yield (digest, view), image.numpy()
+        batch.append(((digest, view), image.numpy()))
+        if len(batch) == self._batch_size:
+          yield batch
+          batch = []
+    if batch:
+      yield batch
     build_report.write_report(tally, os.path.join(self._tmp_dir, REPORT_DIRNAME,
                                                   f"{name}.views.json"))
     _count(tally)
@@ -201,13 +212,12 @@ class InceptionFeaturesHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
   """
 
   def __init__(self, model_config: configuration.ModelConfig, checkpoint: str,
-               inception_file: str, fingerprint: str, batch_size: int):
+               inception_file: str, fingerprint: str):
     super().__init__()
     self._config = model_config
     self._checkpoint = checkpoint
     self._inception_file = inception_file
     self._fingerprint = fingerprint
-    self._batch_size = batch_size
 
   def load_model(self):
     model = load_inception_model(self._config, self._checkpoint, self._inception_file)
@@ -230,9 +240,6 @@ class InceptionFeaturesHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
   def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
     return sum(image.nbytes for image in batch)
 
-  def batch_elements_kwargs(self) -> Dict[str, Any]:
-    # Full batches (a shard's images arrive in one bundle; its end flushes the last one).
-    return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
 
 
 def write_feature_shard(name: str, path: str, contexts: Dict[str, bytes], output_dir: str,
@@ -301,7 +308,8 @@ class ExtractImageFeatures(beam.PTransform):
     self._shards = list(shards)
     self._model_config = model_config
     self._handler = InceptionFeaturesHandler(model_config, checkpoint, inception_file,
-                                             fingerprint, batch_size)
+                                             fingerprint)
+    self._batch_size = batch_size
     self._num_views = num_views
     self._seed = seed
     self._output_dir = output_dir
@@ -319,8 +327,9 @@ class ExtractImageFeatures(beam.PTransform):
     features = ({"shard": shards, "owned": owned}
                 | "JoinOwned" >> beam.CoGroupByKey()
                 | "ImageViews" >> beam.ParDo(ImageViewsFn(self._model_config, self._num_views,
-                                                          self._seed, self._tmp_dir))
-                | "Inception" >> RunInference(KeyedModelHandler(self._handler))
+                                                          self._seed, self._batch_size,
+                                                          self._tmp_dir))
+                | "Inception" >> RunInference(KeyedModelHandler(self._handler).with_no_batching())
                 | "ByImage" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1].inference))))
     by_shard = ({"features": features, "shards": digests}
                 | "JoinImages" >> beam.CoGroupByKey()

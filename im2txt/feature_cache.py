@@ -65,15 +65,34 @@ def read_info(directory: str) -> Optional[dict]:
       raise ValueError(f"{path}: not valid JSON: {e}") from e
 
 
+def _first_record(path: str) -> Optional[bytes]:
+  """The first record of a TFRecord file (None if it has none), read as plain bytes.
+
+  Not through tf.data: the trainer asks before it creates its distribution strategy, and
+  MultiWorkerMirroredStrategy must be created before TensorFlow's runtime starts. A TFRecord is
+  a little-endian uint64 length, its 4-byte CRC, the data and the data's 4-byte CRC.
+  """
+  with tf.io.gfile.GFile(path, "rb") as f:
+    header = f.read(12)
+    if len(header) < 12:
+      return None
+    length = int.from_bytes(header[:8], "little")
+    data = f.read(length)
+  if len(data) != length:
+    raise ValueError(f"{path}: truncated TFRecord file (its first record is cut short)")
+  return data
+
+
 def feature_shape(file_pattern: str) -> Optional[FeatureShape]:
   """The shape of feature records when the first record of `file_pattern` is one, None when it
   is an image record (or the files hold no record at all)."""
   for path in file_io.expand_patterns(file_pattern, "--input_file_pattern"):
-    for serialized in tf.data.TFRecordDataset(path).take(1):
-      record = serialized.numpy()
-      if not sequence_example.is_feature_record(record):
-        return None
-      return FeatureShape(*sequence_example.feature_shape(record))
+    record = _first_record(path)
+    if record is None:
+      continue
+    if not sequence_example.is_feature_record(record):
+      return None
+    return FeatureShape(*sequence_example.feature_shape(record))
   return None
 
 

@@ -20,6 +20,7 @@ the same records without image/data and with two more context features:
 
 from typing import Dict, Sequence
 
+from google.protobuf import message
 import tensorflow as tf
 
 IMAGE_ID_FEATURE = "image/image_id"
@@ -94,8 +95,12 @@ def parse_sequence_example_proto(serialized: bytes) -> dict:
 
 
 def is_feature_record(serialized: bytes) -> bool:
-  """True for a feature record, False for an image record (what the trainer reads it as)."""
-  context = tf.train.SequenceExample.FromString(serialized).context.feature
+  """True for a feature record, False for an image record (what the trainer reads it as) and
+  for bytes that are no SequenceExample (which the input pipeline then reports)."""
+  try:
+    context = tf.train.SequenceExample.FromString(serialized).context.feature
+  except message.DecodeError:
+    return False
   return IMAGE_FEATURES_FEATURE in context
 
 

@@ -7,7 +7,8 @@ runs without PYTHONPATH and outside the source tree, so nothing can import the c
 
 Then Beam's DaskRunner runs build_mscoco_data on a local dask.distributed cluster (a scheduler
 and two worker processes on 127.0.0.1), whose workers import the code from the installed
-package, and the shards, the vocabulary and the summary must equal DirectRunner's byte for byte.
+package, and the shards, the vocabulary and the summary must equal DirectRunner's byte for byte;
+so must extract_image_features' feature shards and counts (RunInference on the same cluster).
 """
 
 import json
@@ -174,6 +175,36 @@ class DistributionTest(unittest.TestCase):
       with open(os.path.join(direct_dir, name), "rb") as a, \
            open(os.path.join(dask_dir, name), "rb") as b:
         self.assertEqual(a.read(), b.read(), name)
+
+    # The feature job (RunInference) on the same cluster writes DirectRunner's feature shards.
+    init = os.path.join(self.tmp, "init")
+    self._run([os.path.join(self.bin, "im2txt-train"), f"--input_file_pattern={direct_dir}/train-*",
+               f"--train_dir={init}", "--preset=small", "--number_of_steps=0", "--seed=1",
+               "--inception_checkpoint_file=random"])
+    outputs = {}
+    on_cluster = [f"--runner={DASK_RUNNER}", f"--dask_client_address={address}"]
+    for runner, flags in (("direct", ["--direct_num_workers=2"]), ("dask", on_cluster)):
+      output_dir = os.path.join(self.tmp, f"features_{runner}")
+      out = self._run([os.path.join(self.bin, "im2txt-extract-features"),
+                       f"--input_file_pattern={direct_dir}/train-*", f"--output_dir={output_dir}",
+                       f"--train_dir={init}", "--num_views=1"] + flags)
+      counts = re.findall(r"(?m)^  (shards written|records written|images through InceptionV3|"
+                          r"skipped [^:]+): (\d+)", out)
+      shards = {}
+      for name in sorted(os.listdir(output_dir)):
+        with open(os.path.join(output_dir, name), "rb") as f:
+          shards[name] = f.read()
+      outputs[runner] = counts, shards
+    counts, shards = outputs["direct"]
+    self.assertEqual(sorted(shards), ["image_features.json", "train-00000-of-00003",
+                                      "train-00001-of-00003", "train-00002-of-00003",
+                                      "word_counts.txt"])
+    self.assertEqual(dict(counts)["shards written"], "3")
+    self.assertGreater(int(dict(counts)["images through InceptionV3"]), 10)
+    self.assertEqual(outputs["dask"][0], counts)
+    self.assertEqual(sorted(outputs["dask"][1]), sorted(shards))
+    for name, data in shards.items():  # (assertEqual would diff megabytes on a failure)
+      self.assertTrue(outputs["dask"][1][name] == data, f"{name} differs on the DaskRunner")
 
 
 if __name__ == "__main__":

@@ -98,11 +98,24 @@ class FeatureRecordTest(tf.test.TestCase):
     self.assertEqual(original, back)
 
 
+  def test_first_record_is_read_without_tf_data(self):
+    path = os.path.join(self.get_temp_dir(), "records")
+    records = [_record(1, b"a" * 300, [3]), _record(2, b"b", [4, 5])]
+    with tf.io.TFRecordWriter(path) as writer:
+      for record in records:
+        writer.write(record)
+    self.assertEqual(records[0], feature_cache._first_record(path))
+    self.assertEqual(records, read_records(path))  # tf.data's reading agrees.
+    empty = os.path.join(self.get_temp_dir(), "empty")
+    tf.io.TFRecordWriter(empty).close()
+    self.assertIsNone(feature_cache._first_record(empty))
+    self.assertIsNone(feature_cache.feature_shape(f"{empty},{path}"))
+
+
 class ExtractImageFeaturesTest(tf.test.TestCase):
-  """One random Inception, one job run (DirectRunner, as its command line runs it) with 2
-  training views and a shard with bad records, shared by the tests; the last one continues
-  from them as a user would: phase 1 on the features, phase 2 on the images, the evaluator and
-  run_inference on the result."""
+  """One random Inception, one job run (DirectRunner) with 2 training views and a shard with
+  bad records, shared by the tests; the end-to-end test continues from them as a user would:
+  phase 1 on the features, phase 2 on the images, the evaluator and run_inference."""
 
   @classmethod
   def setUpClass(cls):
@@ -123,7 +136,8 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
     cls.features_dir = os.path.join(cls.tmp, "features")
     cls.job_argv = [f"--input_file_pattern={cls.pattern}", f"--output_dir={cls.features_dir}",
                     f"--train_dir={cls.init_dir}", f"--num_views={NUM_VIEWS}", f"--seed={SEED}"]
-    cls.counts = extract_image_features.run(cls.job_argv)  # DirectRunner, multi-processing.
+    # DirectRunner in one process (multi-processing and DaskRunner: //tests:distribution_test).
+    cls.counts = extract_image_features.run(cls.job_argv + ["--direct_running_mode=in_memory"])
     cls.model = image_features.load_inception_model(
         cls.config.model, tf.train.latest_checkpoint(cls.init_dir), "")
 
@@ -255,13 +269,16 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
     options.train_inception = False
     with self.assertRaisesRegex(ValueError, "starts from the Inception that computed them"):
       training.train(self.config, options)
-    other = tf.keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg",
-                                              input_shape=(75, 75, 3))
-    weights = os.path.join(self.tmp, "other_inception.h5")
-    other.save_weights(weights)
-    options.inception_checkpoint_file = weights
-    with self.assertRaisesRegex(ValueError, "computed by another InceptionV3"):
-      training.train(self.config, options)
+    # What train_state.build checks once Inception is loaded: one weight changed is another one.
+    weight = self.model.inception.weights[0]
+    saved = weight.numpy()
+    feature_cache.check_model(self.model, pattern, feature_cache.feature_shape(pattern))
+    try:
+      weight.assign(saved + 1e-3)
+      with self.assertRaisesRegex(ValueError, "computed by another InceptionV3"):
+        feature_cache.check_model(self.model, pattern, feature_cache.feature_shape(pattern))
+    finally:
+      weight.assign(saved)
     with self.assertRaisesRegex(ValueError, "hold no images"):
       inputs.make_dataset(pattern, self.config, is_training=False)
 
