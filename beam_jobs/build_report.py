@@ -17,6 +17,7 @@ import os
 from typing import Dict, List, Mapping, Optional
 
 import tensorflow as tf
+from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 from im2txt import file_io
@@ -102,6 +103,14 @@ class Tally:
 def write_report(tally: Tally, path: str) -> None:
   """Writes a shard's tally as JSON, atomically (a retried shard simply overwrites it)."""
   file_io.write_file(path, tally.to_json())
+
+
+def publish(tally: Tally, report_file: str, namespace: str = NAMESPACE) -> None:
+  """A finished shard's tally: its report file (for runners without metrics) and its Beam
+  counters in `namespace`."""
+  write_report(tally, report_file)
+  for name, count in sorted(tally.counts.items()):
+    Metrics.counter(namespace, name).inc(count)
 
 
 def read_reports(report_dir: str) -> Tally:

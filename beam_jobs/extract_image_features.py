@@ -96,7 +96,8 @@ def _inception_source(args):
 
 
 def _shards(input_file_pattern: str, output_dir: str):
-  """(name, path) of every input shard; the names must be distinct and the output elsewhere."""
+  """(name, path) of every input shard, in name order; the names must be distinct, the records
+  image records and the output elsewhere."""
   files = file_io.expand_patterns(input_file_pattern, "--input_file_pattern")
   names = {}
   for path in files:
@@ -108,7 +109,7 @@ def _shards(input_file_pattern: str, output_dir: str):
       raise ValueError(f"--output_dir {output_dir} holds the input shard {path}: write the "
                        "features elsewhere")
     names[name] = path
-  if feature_cache.feature_shape(input_file_pattern) is not None:
+  if feature_cache.files_feature_shape(files) is not None:
     raise ValueError(f"{input_file_pattern}: these are feature records already")
   return sorted(names.items())
 
@@ -126,10 +127,10 @@ def _pending(shards, output_dir: str, info: dict):
   return [(name, path) for name, path in shards if name not in done], len(done)
 
 
-def _copy_vocabulary(input_file_pattern: str, output_dir: str) -> None:
-  """word_counts.txt travels with the shards: the trainer checks the records' ids against it."""
-  first = file_io.expand_patterns(input_file_pattern, "--input_file_pattern")[0]
-  source = os.path.join(os.path.dirname(first), train_state.VOCAB_FILENAME)
+def _copy_vocabulary(input_shard: str, output_dir: str) -> None:
+  """word_counts.txt travels with the shards: the trainer checks the records' ids against it
+  (the one beside `input_shard`, the input's first shard)."""
+  source = os.path.join(os.path.dirname(input_shard), train_state.VOCAB_FILENAME)
   if tf.io.gfile.exists(source):
     with tf.io.gfile.GFile(source, "rb") as f:
       file_io.write_file(os.path.join(output_dir, train_state.VOCAB_FILENAME), f.read())
@@ -151,7 +152,7 @@ def run(argv: Optional[List[str]] = None):
   tf.io.gfile.makedirs(args.output_dir)
   pending, done = _pending(shards, args.output_dir, info)
   feature_cache.write_info(args.output_dir, info)
-  _copy_vocabulary(args.input_file_pattern, args.output_dir)
+  _copy_vocabulary(shards[0][1], args.output_dir)
   tmp_dir = os.path.join(args.output_dir, TMP_DIRNAME)
   if tf.io.gfile.exists(tmp_dir):
     tf.io.gfile.rmtree(tmp_dir)

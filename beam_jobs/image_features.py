@@ -24,7 +24,6 @@ from typing import Any, Dict, Iterable, Sequence
 import apache_beam as beam
 import numpy as np
 import tensorflow as tf
-from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler
 from apache_beam.ml.inference.base import ModelHandler
@@ -70,7 +69,11 @@ def view_seed(seed: int, digest: str, view: int) -> np.ndarray:
 
 def _image_data(serialized: bytes) -> bytes:
   """The JPEG bytes of an image record; ValueError for anything else."""
-  example = tf.train.SequenceExample.FromString(serialized)
+  return _example_image_data(tf.train.SequenceExample.FromString(serialized))
+
+
+def _example_image_data(example: tf.train.SequenceExample) -> bytes:
+  """_image_data of a parsed record."""
   context = example.context.feature
   if sequence_example.IMAGE_DATA_FEATURE not in context:
     raise ValueError(f"no {sequence_example.IMAGE_DATA_FEATURE}")
@@ -83,11 +86,6 @@ def _image_data(serialized: bytes) -> bytes:
 def _read_records(path: str) -> Iterable[bytes]:
   for record in tf.data.TFRecordDataset(path):
     yield record.numpy()
-
-
-def _count(tally: Tally) -> None:
-  for name, count in sorted(tally.counts.items()):
-    Metrics.counter(NAMESPACE, name).inc(count)
 
 
 class ShardDigestsFn(beam.DoFn):
@@ -173,9 +171,8 @@ class ImageViewsFn(beam.DoFn):
           batch = []
     if batch:
       yield batch
-    build_report.write_report(tally, os.path.join(self._tmp_dir, REPORT_DIRNAME,
-                                                  f"{name}.views.json"))
-    _count(tally)
+    build_report.publish(tally, os.path.join(self._tmp_dir, REPORT_DIRNAME, f"{name}.views.json"),
+                         NAMESPACE)
 
 
 def to_needing_shards(element):
@@ -253,7 +250,7 @@ def write_feature_shard(name: str, path: str, contexts: Dict[str, bytes], output
     for index, serialized in enumerate(_read_records(path)):
       try:
         example = tf.train.SequenceExample.FromString(serialized)
-        context = contexts.get(image_digest(_image_data(serialized)))
+        context = contexts.get(image_digest(_example_image_data(example)))
       except Exception as e:  # pylint: disable=broad-except
         _LOGGER.warning("%s record %d: skipped, not an image SequenceExample (%s)", path, index,
                         e)
@@ -283,9 +280,8 @@ class WriteFeatureShardFn(beam.DoFn):
     contexts = dict(grouped["features"])
     tally = Tally()
     written = write_feature_shard(name, path, contexts, self._output_dir, self._tmp_dir, tally)
-    build_report.write_report(tally, os.path.join(self._tmp_dir, REPORT_DIRNAME,
-                                                  f"{name}.write.json"))
-    _count(tally)
+    build_report.publish(tally, os.path.join(self._tmp_dir, REPORT_DIRNAME, f"{name}.write.json"),
+                         NAMESPACE)
     _LOGGER.info("Wrote %s: %d records", os.path.join(self._output_dir, name), written)
     yield name
 

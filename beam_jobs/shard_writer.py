@@ -19,7 +19,6 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.metrics import Metrics
 
 from beam_jobs import build_report
 from beam_jobs import image_check
@@ -114,9 +113,7 @@ class _WriteShardFn(beam.DoFn):
     spec = read_shard_spec(spec_path)
     tally = Tally()
     result = write_shard(spec, self._output_dir, self._tmp_dir, self._vocab, tally)
-    build_report.write_report(tally, report_path(self._tmp_dir, spec))
-    for name, count in sorted(tally.counts.items()):
-      Metrics.counter(build_report.NAMESPACE, name).inc(count)
+    build_report.publish(tally, report_path(self._tmp_dir, spec))
     _LOGGER.info("Wrote %s: %d records (%d dropped with bad images)",
                  os.path.join(self._output_dir, spec.name), result.records_written,
                  result.records_dropped)

@@ -59,8 +59,9 @@ def shown_text(line: str) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def stderr_to(path: str):
-  """Points this process's stderr at the file `path` while the demo runs, restored after.
+def stderr_to(path: str, stdout: bool = False):
+  """Points this process's stderr at the file `path` while the demo runs, restored after; with
+  `stdout`, its stdout as well (how a test sees what a user's console shows).
 
   The file descriptor as well as sys.stderr: TensorFlow's C++ runtime writes to descriptor 2
   itself (e.g. its cuDNN/cuFFT/cuBLAS registration errors at import, which TF_CPP_MIN_LOG_LEVEL=2
@@ -68,15 +69,20 @@ def stderr_to(path: str):
   test runner may have replaced. The demo prints its own lines to stdout; an exception's
   traceback is printed after the restore.
   """
+  descriptors = (1, 2) if stdout else (2,)
   sys.stdout.flush()
   sys.stderr.flush()
-  saved = os.dup(2)
+  saved = [os.dup(fd) for fd in descriptors]
   try:
     # Line-buffered: Python's lines and the C++ runtime's interleave in order.
-    with open(path, "a", buffering=1) as log, contextlib.redirect_stderr(log):
-      os.dup2(log.fileno(), 2)
+    with open(path, "a", buffering=1) as log, contextlib.redirect_stderr(log), \
+         (contextlib.redirect_stdout(log) if stdout else contextlib.nullcontext()):
+      for fd in descriptors:
+        os.dup2(log.fileno(), fd)
       yield
   finally:
+    sys.stdout.flush()
     sys.stderr.flush()
-    os.dup2(saved, 2)
-    os.close(saved)
+    for fd, copy in zip(descriptors, saved):
+      os.dup2(copy, fd)
+      os.close(copy)

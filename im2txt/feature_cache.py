@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -34,6 +34,7 @@ MODEL_FIELDS = ("image_height", "image_width", "resize_height", "resize_width", 
 class FeatureShape:
   views: int  # Views per image: 1 (the evaluation crop) + the training distortions.
   dim: int  # Features per view (2048 for InceptionV3).
+  directory: str  # The first shard's folder, where the feature job's INFO_FILENAME is.
 
 
 def inception_fingerprint(inception: tf.keras.Model) -> str:
@@ -86,28 +87,31 @@ def _first_record(path: str) -> Optional[bytes]:
 def feature_shape(file_pattern: str) -> Optional[FeatureShape]:
   """The shape of feature records when the first record of `file_pattern` is one, None when it
   is an image record (or the files hold no record at all)."""
-  for path in file_io.expand_patterns(file_pattern, "--input_file_pattern"):
+  return files_feature_shape(file_io.expand_patterns(file_pattern, "--input_file_pattern"))
+
+
+def files_feature_shape(files: Sequence[str]) -> Optional[FeatureShape]:
+  """feature_shape of the files a pattern expanded to."""
+  for path in files:
     record = _first_record(path)
     if record is None:
       continue
     if not sequence_example.is_feature_record(record):
       return None
-    return FeatureShape(*sequence_example.feature_shape(record))
+    return FeatureShape(*sequence_example.feature_shape(record), os.path.dirname(files[0]))
   return None
 
 
-def check_model(model, file_pattern: str, shape: FeatureShape) -> None:
-  """A ValueError unless `model`'s Inception is the one that computed the features of
-  `file_pattern` (by image_features.json beside its first shard) and its sizes fit them."""
-  first_shard = file_io.expand_patterns(file_pattern, "--input_file_pattern")[0]
-  directory = os.path.dirname(first_shard)
-  info = read_info(directory)
+def check_model(model, shape: FeatureShape) -> None:
+  """A ValueError unless `model`'s Inception is the one that computed the features `shape`
+  describes (by image_features.json beside their first shard) and its sizes fit them."""
+  info = read_info(shape.directory)
   if info is None:
     raise ValueError(
-        f"{file_pattern}: feature records without {INFO_FILENAME} beside them "
-        f"({directory}): nothing tells which Inception computed them. Keep the feature job's "
-        f"{INFO_FILENAME} with its shards.")
-  source = os.path.join(directory, INFO_FILENAME)
+        f"feature records without {INFO_FILENAME} beside them ({shape.directory}): nothing "
+        f"tells which Inception computed them. Keep the feature job's {INFO_FILENAME} with "
+        "its shards.")
+  source = os.path.join(shape.directory, INFO_FILENAME)
   if shape.dim != model.inception.output_shape[-1]:
     raise ValueError(f"{source}: features of {shape.dim} values, but the model's Inception "
                      f"gives {model.inception.output_shape[-1]}")

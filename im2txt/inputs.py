@@ -22,7 +22,7 @@ records are skipped instead (and `find_undecodable_records` counts them up front
 """
 
 import re
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 from absl import logging
 import tensorflow as tf
@@ -64,6 +64,8 @@ def split_caption(caption_ids: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tens
 
 
 # Marks the assertion message of a caption id outside [0, vocab_size) (see caption_id_error).
+# make_dataset's and find_undecodable_records' `features` default: read from the first record.
+DETECT = "detect"
 _CAPTION_ID_MARKER = "im2txt: caption id outside [0, vocab_size)"
 _CAPTION_ID_MESSAGE = re.compile(re.escape(_CAPTION_ID_MARKER) +
                                  r"\] \[(?:b')?(.*?)'?\] \[(-?\d+)\] \[(-?\d+)\]")
@@ -120,7 +122,9 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
                  batch_size: Optional[int] = None,
                  input_context: Optional[tf.distribute.InputContext] = None,
                  skip_bad_images: bool = False, seed: Optional[int] = None,
-                 keep_record_keys: bool = False) -> tf.data.Dataset:
+                 keep_record_keys: bool = False,
+                 features: Union[feature_cache.FeatureShape, None, str] = DETECT
+                 ) -> tf.data.Dataset:
   """Batches of (image, caption) pairs; see the module docstring for their layout.
 
   Training data is shuffled (files and records) and repeats forever; evaluation data is read
@@ -130,10 +134,12 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
 
   Feature records (feature_cache) give `image_features` [B, dim] instead of `images`: the
   evaluation crop's features, or with several views a random training view of each record on
-  each visit (one per epoch), as the distortions of the images would be.
+  each visit (one per epoch), as the distortions of the images would be. `features` is their
+  shape (None: image records), read from the first record when not given.
   """
   files = file_io.expand_patterns(file_pattern, "--input_file_pattern")
-  features = feature_cache.feature_shape(file_pattern)
+  if features == DETECT:
+    features = feature_cache.files_feature_shape(files)
   if features is not None and not is_training:
     raise ValueError(f"{file_pattern}: feature records (cached Inception features) hold no "
                      "images; evaluation reads the image records build_mscoco_data wrote")
@@ -193,7 +199,8 @@ def _training_view(views: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   return views[view]
 
 
-def find_undecodable_records(file_pattern: str, max_reported: int = 10
+def find_undecodable_records(file_pattern: str, max_reported: int = 10,
+                             features: Union[feature_cache.FeatureShape, None, str] = DETECT
                              ) -> Tuple[int, int, List[str]]:
   """Scans every record; returns (records, undecodable records, descriptions of the first few).
 
@@ -203,7 +210,9 @@ def find_undecodable_records(file_pattern: str, max_reported: int = 10
   """
   files = file_io.expand_patterns(file_pattern, "--input_file_pattern")
   keys = tf.data.Dataset.from_tensor_slices(files).flat_map(_enumerated_records)
-  if feature_cache.feature_shape(file_pattern) is not None:
+  if features == DETECT:
+    features = feature_cache.files_feature_shape(files)
+  if features is not None:
     # Feature records hold no image (the feature job skipped the undecodable ones).
     return sum(1 for _ in keys), 0, []
 
@@ -280,9 +289,10 @@ def next_batch(iterator, pattern: str, vocab_size: int, config_source: str):
     raise input_error(e, pattern, vocab_size, config_source) from e
 
 
-def count_skipped_records(pattern: str) -> int:
+def count_skipped_records(pattern: str,
+                          features: Union[feature_cache.FeatureShape, None, str] = DETECT) -> int:
   """--skip_bad_images: scans the records once, reports and returns how many will be skipped."""
-  total, skipped, descriptions = find_undecodable_records(pattern)
+  total, skipped, descriptions = find_undecodable_records(pattern, features=features)
   if skipped == total:
     raise BadInputError(f"None of the {total} records of {pattern} has an image that decodes:"
                         "\n  " + "\n  ".join(descriptions))

@@ -50,17 +50,14 @@ def make_sequence_example(image_id: int, image_data: bytes, tokens: Sequence[str
   return example
 
 
-def parse_sequence_example(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
-  """Parses one serialized record (a scalar string tensor) inside tf.data.
-
-  Returns image_id (int64 scalar, -1 if missing), image_data (string scalar), caption (string
-  [T], [0] if missing) and caption_ids (int64 [T]).
-  """
+def _parse(serialized: tf.Tensor, image_key: str,
+           image_feature: tf.io.FixedLenFeature) -> Dict[str, tf.Tensor]:
+  """Parses one record's image id, image feature (under `image_key`) and caption features."""
   context, sequence = tf.io.parse_single_sequence_example(
       serialized,
       context_features={
           IMAGE_ID_FEATURE: tf.io.FixedLenFeature([], dtype=tf.int64, default_value=-1),
-          IMAGE_DATA_FEATURE: tf.io.FixedLenFeature([], dtype=tf.string),
+          image_key: image_feature,
       },
       sequence_features={
           CAPTION_FEATURE: tf.io.FixedLenSequenceFeature([], dtype=tf.string,
@@ -69,10 +66,21 @@ def parse_sequence_example(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
       })
   return {
       "image_id": context[IMAGE_ID_FEATURE],
-      "image_data": context[IMAGE_DATA_FEATURE],
+      image_key: context[image_key],
       "caption": sequence[CAPTION_FEATURE],
       "caption_ids": sequence[CAPTION_IDS_FEATURE],
   }
+
+
+def parse_sequence_example(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """Parses one serialized record (a scalar string tensor) inside tf.data.
+
+  Returns image_id (int64 scalar, -1 if missing), image_data (string scalar), caption (string
+  [T], [0] if missing) and caption_ids (int64 [T]).
+  """
+  parsed = _parse(serialized, IMAGE_DATA_FEATURE, tf.io.FixedLenFeature([], dtype=tf.string))
+  parsed["image_data"] = parsed.pop(IMAGE_DATA_FEATURE)
+  return parsed
 
 
 def parse_sequence_example_proto(serialized: bytes) -> dict:
@@ -150,20 +158,7 @@ def parse_feature_example(serialized: tf.Tensor, views: int, dim: int) -> Dict[s
   """Parses one feature record inside tf.data: image_id, features [views, dim] float32,
   caption and caption_ids as parse_sequence_example. A record of another shape fails (an
   InvalidArgumentError), as a mix of feature shards from different jobs would."""
-  context, sequence = tf.io.parse_single_sequence_example(
-      serialized,
-      context_features={
-          IMAGE_ID_FEATURE: tf.io.FixedLenFeature([], dtype=tf.int64, default_value=-1),
-          IMAGE_FEATURES_FEATURE: tf.io.FixedLenFeature([views * dim], dtype=tf.float32),
-      },
-      sequence_features={
-          CAPTION_FEATURE: tf.io.FixedLenSequenceFeature([], dtype=tf.string,
-                                                         allow_missing=True),
-          CAPTION_IDS_FEATURE: tf.io.FixedLenSequenceFeature([], dtype=tf.int64),
-      })
-  return {
-      "image_id": context[IMAGE_ID_FEATURE],
-      "image_features": tf.reshape(context[IMAGE_FEATURES_FEATURE], [views, dim]),
-      "caption": sequence[CAPTION_FEATURE],
-      "caption_ids": sequence[CAPTION_IDS_FEATURE],
-  }
+  parsed = _parse(serialized, IMAGE_FEATURES_FEATURE,
+                  tf.io.FixedLenFeature([views * dim], dtype=tf.float32))
+  parsed["image_features"] = tf.reshape(parsed.pop(IMAGE_FEATURES_FEATURE), [views, dim])
+  return parsed

@@ -1,6 +1,6 @@
 """The trainer's state: built, restored from train_dir, or started with Inception's weights.
 
-    state = train_state.build(strategy, config, options, global_batch, checkpoint_dir)
+    state = train_state.build(strategy, config, options, global_batch, checkpoint_dir, features)
     state.model, state.step, state.optimizer, state.manager  # state.restored: the checkpoint
 
 A run on a train_dir with a checkpoint restores its model, global step and (when it matches the
@@ -87,10 +87,12 @@ def check_vocabulary_fits(config: configuration.Config, options: "TrainOptions")
         f"hold caption ids the model cannot predict. Set model.vocab_size to at least {size}.")
 
 
-def check_feature_records(options: "TrainOptions") -> None:
-  """Feature records (cached Inception features, feature_cache) train phase 1 only, from
-  Inception weights that can match the ones that computed them (build() checks they do)."""
-  if feature_cache.feature_shape(options.input_file_pattern) is None:
+def check_feature_records(options: "TrainOptions",
+                          features: Optional[feature_cache.FeatureShape]) -> None:
+  """Feature records (cached Inception features, feature_cache; `features` is their shape,
+  None for image records) train phase 1 only, from Inception weights that can match the ones
+  that computed them (build() checks they do)."""
+  if features is None:
     return
   if options.train_inception:
     raise ValueError(
@@ -132,8 +134,10 @@ def synchronized_batch_norm(options: "TrainOptions", strategy: tf.distribute.Str
 
 
 def build(strategy: tf.distribute.Strategy, config: configuration.Config,
-          options: "TrainOptions", global_batch: int, checkpoint_dir: str) -> TrainState:
-  """The model, global step, optimizer and checkpoint manager, restored or initialised."""
+          options: "TrainOptions", global_batch: int, checkpoint_dir: str,
+          features: Optional[feature_cache.FeatureShape]) -> TrainState:
+  """The model, global step, optimizer and checkpoint manager, restored or initialised;
+  `features`: the shape of the input's feature records (None for image records)."""
   with strategy.scope():
     model = show_and_tell_model.ShowAndTellModel(config.model, options.train_inception)
     model.build_all()
@@ -150,14 +154,14 @@ def build(strategy: tf.distribute.Strategy, config: configuration.Config,
         checkpoint, checkpoint_dir, max_to_keep=config.training.max_checkpoints_to_keep)
     restored = _restore(model, step, optimizer, options)
     if restored is None:
-      _initialise_inception(model, config, options, global_batch)
-    features = feature_cache.feature_shape(options.input_file_pattern)
+      _initialise_inception(model, config, options, global_batch, features)
     if features is not None:
-      feature_cache.check_model(model, options.input_file_pattern, features)
+      feature_cache.check_model(model, features)
   return TrainState(model, step, lr_fn, optimizer, checkpoint, manager, restored)
 
 
-def _initialise_inception(model, config, options: "TrainOptions", global_batch: int) -> None:
+def _initialise_inception(model, config, options: "TrainOptions", global_batch: int,
+                          features: Optional[feature_cache.FeatureShape]) -> None:
   """A fresh run's Inception: the weights file, or random weights with calibrated batch norm."""
   if options.inception_checkpoint_file not in ("", RANDOM_INCEPTION):
     model.load_inception_weights(options.inception_checkpoint_file)
@@ -168,7 +172,8 @@ def _initialise_inception(model, config, options: "TrainOptions", global_batch: 
   dataset = inputs.make_dataset(options.input_file_pattern, config, is_training=True,
                                 batch_size=max(global_batch, _CALIBRATION_IMAGES),
                                 skip_bad_images=options.skip_bad_images,
-                                seed=options.seed if options.seed is not None else 0)
+                                seed=options.seed if options.seed is not None else 0,
+                                features=features)
   images = inputs.next_batch(iter(dataset), options.input_file_pattern, config.model.vocab_size,
                              config_source(options.train_dir))["images"]
   model.calibrate_inception_batch_norm(images)

@@ -39,6 +39,7 @@ from absl import logging
 import tensorflow as tf
 
 from im2txt import configuration
+from im2txt import feature_cache
 from im2txt import inputs
 from im2txt import optimization
 from im2txt import show_and_tell_model
@@ -268,7 +269,9 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   show_and_tell_model.check_config(config.model)
   train_state.check_inception_source(config, options)
   train_state.check_vocabulary_fits(config, options)
-  train_state.check_feature_records(options)
+  # Feature records or image records, read once from the first record.
+  features = feature_cache.feature_shape(options.input_file_pattern)
+  train_state.check_feature_records(options, features)
   # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
   strategy = make_strategy(options.strategy, options.devices)
   previous_policy = tf.keras.mixed_precision.global_policy()
@@ -276,7 +279,7 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   if policy:
     tf.keras.mixed_precision.set_global_policy(policy)
   try:
-    return _train(strategy, config, options)
+    return _train(strategy, config, options, features)
   finally:
     tf.keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -299,7 +302,8 @@ def _loop_size(step: int, options: TrainOptions, save_steps: int, first: bool) -
   return n
 
 
-def _train(strategy, config: configuration.Config, options: TrainOptions) -> TrainResult:
+def _train(strategy, config: configuration.Config, options: TrainOptions,
+           features: Optional[feature_cache.FeatureShape]) -> TrainResult:
   if options.seed is not None:
     tf.keras.utils.set_random_seed(options.seed)
   is_chief, task_id, num_workers = _worker(strategy)
@@ -314,14 +318,14 @@ def _train(strategy, config: configuration.Config, options: TrainOptions) -> Tra
       prefix=f"im2txt_worker{task_id}_")
   pattern, source = options.input_file_pattern, train_state.config_source(options.train_dir)
 
-  skipped = inputs.count_skipped_records(pattern) if options.skip_bad_images else 0
+  skipped = inputs.count_skipped_records(pattern, features) if options.skip_bad_images else 0
   seed = train_state.input_seed(options.seed, train_state.restored_step(options.train_dir))
   dataset = strategy.distribute_datasets_from_function(
       lambda context: inputs.make_dataset(
           pattern, config, is_training=True, batch_size=global_batch, input_context=context,
-          skip_bad_images=options.skip_bad_images, seed=seed))
+          skip_bad_images=options.skip_bad_images, seed=seed, features=features))
   iterator = iter(dataset)
-  state = train_state.build(strategy, config, options, global_batch, checkpoint_dir)
+  state = train_state.build(strategy, config, options, global_batch, checkpoint_dir, features)
   with strategy.scope():
     train_step, train_loop = make_train_functions(strategy, state, config,
                                                   iterator.element_spec)

@@ -76,6 +76,22 @@ class StderrToTest(unittest.TestCase):
         self.assertEqual(f.read().splitlines(),
                          ["from the descriptor", "from sys.stderr", "child"])
 
+  def test_stdout_too_when_asked(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      path = os.path.join(tmp, "console.txt")
+      before = [os.fstat(fd) for fd in (1, 2)]
+      with console_output.stderr_to(path, stdout=True):
+        print("from sys.stdout")
+        os.write(1, b"from descriptor 1\n")
+        os.write(2, b"from descriptor 2\n")
+        subprocess.run([sys.executable, "-c", "print('child')"], check=True)
+      after = [os.fstat(fd) for fd in (1, 2)]
+      self.assertEqual([(s.st_dev, s.st_ino) for s in after],
+                       [(s.st_dev, s.st_ino) for s in before])
+      with open(path) as f:
+        self.assertEqual(f.read().splitlines(),
+                         ["from sys.stdout", "from descriptor 1", "from descriptor 2", "child"])
+
 
 if __name__ == "__main__":
   unittest.main()

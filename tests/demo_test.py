@@ -11,13 +11,12 @@ The console output is checked as a user sees it: no library log line or warning 
 demo's lines (they are in the log files).
 """
 
-import contextlib
 import os
 import re
-import sys
 import tempfile
 import unittest
 
+from demo import console_output
 from demo import run_demo
 
 # What must not reach the console: TensorFlow's C++ log lines (abseil's "I1203 05:03:17.97 ..."
@@ -26,26 +25,6 @@ from demo import run_demo
 _LIBRARY_LINE = re.compile(
     r"^\s*[IWEF]\d{4} |^\s*\d{4}-\d\d-\d\d [\d:.]+: [IWEF] |tensorflow/|oneDNN|cpu_feature_guard|"
     r"warning:|deprecat", re.IGNORECASE)
-
-
-@contextlib.contextmanager
-def _console_to(path):
-  """Points this process's stdout and stderr (the file descriptors, which TensorFlow's C++
-  runtime writes to as well) at `path`, restored after."""
-  sys.stdout.flush()
-  sys.stderr.flush()
-  saved = [os.dup(1), os.dup(2)]
-  try:
-    with open(path, "w") as f:
-      os.dup2(f.fileno(), 1)
-      os.dup2(f.fileno(), 2)
-      yield
-  finally:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    for fd, copy in zip((1, 2), saved):
-      os.dup2(copy, fd)
-      os.close(copy)
 
 
 class DemoTest(unittest.TestCase):
@@ -58,7 +37,7 @@ class DemoTest(unittest.TestCase):
           phase2_steps=int(os.environ.get("DEMO_TEST_PHASE2_STEPS", 100)),
           eval_num_examples=200, eval_caption_images=30, show_captions=5)
       console_file = os.path.join(out, "console.txt")
-      with _console_to(console_file):
+      with console_output.stderr_to(console_file, stdout=True):
         result = run_demo.run_demo(options)
       with open(console_file, encoding="utf-8") as f:
         console = f.read()

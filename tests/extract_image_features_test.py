@@ -233,7 +233,8 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
                                       strategy="default")
       strategy = tf.distribute.get_strategy()
       state = train_state.build(strategy, self.config, options, len(image_records),
-                                self.create_tempdir().full_path)
+                                self.create_tempdir().full_path,
+                                feature_cache.feature_shape(pattern))
       train_step, _ = training.make_train_functions(strategy, state, self.config)
       out = train_step(batch, tf.zeros([2]))
       results.append((out, [v.numpy() for v in state.model.trainable_variables]))
@@ -272,11 +273,11 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
     # What train_state.build checks once Inception is loaded: one weight changed is another one.
     weight = self.model.inception.weights[0]
     saved = weight.numpy()
-    feature_cache.check_model(self.model, pattern, feature_cache.feature_shape(pattern))
+    feature_cache.check_model(self.model, feature_cache.feature_shape(pattern))
     try:
       weight.assign(saved + 1e-3)
       with self.assertRaisesRegex(ValueError, "computed by another InceptionV3"):
-        feature_cache.check_model(self.model, pattern, feature_cache.feature_shape(pattern))
+        feature_cache.check_model(self.model, feature_cache.feature_shape(pattern))
     finally:
       weight.assign(saved)
     with self.assertRaisesRegex(ValueError, "hold no images"):
