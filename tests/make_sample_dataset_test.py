@@ -30,20 +30,20 @@ def _files(directory):
   return contents
 
 
-def _best_shape(mask):
-  """The SHAPES entry whose outline, fitted to the mask's bounding box, overlaps it best (IoU)."""
-  ys, xs = np.nonzero(mask)
-  x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-  scores = {}
-  for shape in sample.SHAPES:
-    outline = np.array(sample.shape_polygon(shape, 0.0, 0.0, 1.0))
-    low, high = outline.min(axis=0), outline.max(axis=0)
-    fitted = (outline - low) / (high - low) * [x1 - x0, y1 - y0] + [x0, y0]
-    canvas = Image.new("L", mask.shape[::-1], 0)
-    ImageDraw.Draw(canvas).polygon([tuple(p) for p in fitted], fill=1)
-    candidate = np.asarray(canvas).astype(bool)
-    scores[shape] = (mask & candidate).sum() / (mask | candidate).sum()
-  return max(scores, key=scores.get)
+def _shape_mask(shape, placement, size):
+  """The pixels of `shape` drawn at an image's recorded placement."""
+  canvas = Image.new("L", (size, size), 0)
+  ImageDraw.Draw(canvas).polygon(
+      sample.shape_polygon(shape, placement["x"], placement["y"], placement["radius"],
+                           placement["rotation"]), fill=1)
+  return np.asarray(canvas).astype(bool)
+
+
+def _iou(a, b):
+  return (a & b).sum() / (a | b).sum()
+
+
+SIZE = 96
 
 
 class MakeSampleDatasetTest(unittest.TestCase):
@@ -53,7 +53,7 @@ class MakeSampleDatasetTest(unittest.TestCase):
     cls._tmp = tempfile.TemporaryDirectory()
     cls.dir = cls._tmp.name
     cls.dataset = sample.make_sample_dataset(os.path.join(cls.dir, "a"), num_train_images=40,
-                                             num_val_images=12, image_size=48, seed=3)
+                                             num_val_images=12, image_size=SIZE, seed=3)
     cls.train = _read_json(cls.dataset.train_captions_file)
     cls.val = _read_json(cls.dataset.val_captions_file)
 
@@ -96,9 +96,9 @@ class MakeSampleDatasetTest(unittest.TestCase):
   def test_same_seed_same_bytes_other_seed_other_data(self):
     again = os.path.join(self.dir, "again")
     other = os.path.join(self.dir, "other")
-    sample.make_sample_dataset(again, num_train_images=40, num_val_images=12, image_size=48,
+    sample.make_sample_dataset(again, num_train_images=40, num_val_images=12, image_size=SIZE,
                                seed=3)
-    sample.make_sample_dataset(other, num_train_images=40, num_val_images=12, image_size=48,
+    sample.make_sample_dataset(other, num_train_images=40, num_val_images=12, image_size=SIZE,
                                seed=4)
     self.assertEqual(_files(again), _files(os.path.join(self.dir, "a")))
     self.assertNotEqual(_files(other), _files(again))
@@ -128,6 +128,8 @@ class MakeSampleDatasetTest(unittest.TestCase):
       self.assertIn(word, counts)
 
   def test_label_is_visible_in_the_pixels(self):
+    """The shape's pixels (those far from the background, whose lighting varies) are where its
+    placement says, in its colour, and fit its shape better than any other shape there."""
     labels = sample.load_labels(self.dataset.train_captions_file)
     colour_names = list(sample.COLOURS)
     palette = np.array([sample.COLOURS[c] for c in colour_names], dtype=float)
@@ -136,16 +138,54 @@ class MakeSampleDatasetTest(unittest.TestCase):
       label = labels[image["id"]]
       pixels = np.asarray(Image.open(
           os.path.join(self.dataset.train_image_dir, image["file_name"])).convert("RGB"), float)
+      border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
       background = np.array(sample.BACKGROUNDS[label.background], float)
-      self.assertLess(np.abs(pixels[0, 0] - background).max(), 30, image)
-      mask = np.abs(pixels - background).max(axis=-1) > 60
-      self.assertGreater(mask.mean(), 0.05, image)
-      mean_colour = np.median(pixels[mask], axis=0)
+      self.assertLess(np.abs(np.median(border, axis=0) - background).max(), 30, image)
+      mask = np.abs(pixels - np.median(border, axis=0)).max(axis=-1) > 50
+      drawn = _shape_mask(label.shape, image["placement"], SIZE)
+      self.assertGreater(_iou(mask, drawn), 0.6, image)
+      mean_colour = np.median(pixels[mask & drawn], axis=0)
       nearest = colour_names[int(np.argmin(((palette - mean_colour) ** 2).sum(axis=1)))]
       self.assertEqual(nearest, label.colour, image)
-      shapes_right += _best_shape(mask) == label.shape
-    self.assertGreaterEqual(shapes_right, 38)  # Of 40 images, at 48x48 pixels.
+      ious = {shape: _iou(mask, _shape_mask(shape, image["placement"], SIZE))
+              for shape in sample.SHAPES}
+      shapes_right += max(ious, key=ious.get) == label.shape
+    self.assertGreaterEqual(shapes_right, 39)  # Of 40 images.
 
+  def test_shapes_vary_in_position_size_and_turn_and_stay_inside(self):
+    placements = [image["placement"] for image in self.train["images"] + self.val["images"]]
+    radii = [p["radius"] / SIZE for p in placements]
+    low, high = sample.SHAPE_RADIUS
+    self.assertTrue(all(low <= r <= high + 1e-3 for r in radii), radii)
+    # 52 uniform draws cover most of each range.
+    self.assertLess(min(radii), low + 0.2 * (high - low))
+    self.assertGreater(max(radii), high - 0.2 * (high - low))
+    for axis in "xy":
+      centres = [p[axis] / SIZE for p in placements]
+      self.assertLess(min(centres), 0.3, axis)
+      self.assertGreater(max(centres), 0.7, axis)
+    turns = [p["rotation"] for p in placements]
+    self.assertLess(min(turns), -0.6 * sample.MAX_ROTATION_DEGREES)
+    self.assertGreater(max(turns), 0.6 * sample.MAX_ROTATION_DEGREES)
+    # Every outline point is inside the margins, so a central crop keeps the whole shape.
+    margin = sample.SHAPE_MARGIN * SIZE
+    for image in self.train["images"] + self.val["images"]:
+      p = image["placement"]
+      points = np.array(sample.shape_polygon(image["shape"], p["x"], p["y"], p["radius"],
+                                             p["rotation"]))
+      self.assertGreaterEqual(points.min(), margin - 0.01, image)
+      self.assertLessEqual(points.max(), SIZE - margin + 0.01, image)
+
+  def test_turns_counter_clockwise_on_screen(self):
+    # A quarter turn maps a square's corners onto each other.
+    turned = sample.shape_polygon("square", 10.0, 20.0, 4.0, rotation=90.0)
+    np.testing.assert_allclose(sorted(turned), sorted(sample.shape_polygon("square", 10.0, 20.0,
+                                                                           4.0)), atol=1e-9)
+    # 30 degrees with y pointing down: the top-left corner (-h, -h) moves left and down.
+    h, c, s = 4.0 * 0.85, np.cos(np.radians(30)), np.sin(np.radians(30))
+    x, y = sample.shape_polygon("square", 0.0, 0.0, 4.0, rotation=30.0)[0]
+    self.assertAlmostEqual(x, -h * c - h * s)
+    self.assertAlmostEqual(y, h * s - h * c)
 
 if __name__ == "__main__":
   unittest.main()
