@@ -229,7 +229,7 @@ def draw_image(label: Label, placement: Placement, image_size: int,
 
 
 def _write_split(output_dir: str, name: str, first_id: int, num_images: int, image_size: int,
-                 rng: random.Random) -> Tuple[str, str]:
+                 rng: random.Random) -> None:
   image_dir = os.path.join(output_dir, name)
   tf.io.gfile.makedirs(image_dir)
   images, annotations = [], []
@@ -243,7 +243,8 @@ def _write_split(output_dir: str, name: str, first_id: int, num_images: int, ima
     images.append({"id": image_id, "file_name": file_name, "height": image_size,
                    "width": image_size, "colour": label.colour, "shape": label.shape,
                    "background": label.background,
-                   "placement": {k: round(v, 3) for k, v in placement._asdict().items()}})
+                   "placement": {field: round(value, 3)
+                                 for field, value in placement._asdict().items()}})
     for caption in captions_for(label, rng):
       annotations.append({"id": len(annotations) + first_id * 10, "image_id": image_id,
                           "caption": caption})
@@ -251,18 +252,21 @@ def _write_split(output_dir: str, name: str, first_id: int, num_images: int, ima
   file_io.write_file(captions_file, json.dumps(
       {"info": {"description": "im2txt sample: coloured shapes"}, "images": images,
        "annotations": annotations}, indent=1))
-  return image_dir, captions_file
 
 
 def make_sample_dataset(output_dir: str, num_train_images: int = 300, num_val_images: int = 100,
                         image_size: int = 96, seed: int = 0) -> SampleDataset:
   """Writes the dataset (same seed and sizes, same bytes) and returns its paths."""
   rng = random.Random(seed)
-  train_image_dir, train_captions_file = _write_split(
-      output_dir, "train2014", TRAIN_FIRST_ID, num_train_images, image_size, rng)
-  val_image_dir, val_captions_file = _write_split(
-      output_dir, "val2014", VAL_FIRST_ID, num_val_images, image_size, rng)
-  return SampleDataset(train_image_dir, val_image_dir, train_captions_file, val_captions_file)
+  _write_split(output_dir, "train2014", TRAIN_FIRST_ID, num_train_images, image_size, rng)
+  _write_split(output_dir, "val2014", VAL_FIRST_ID, num_val_images, image_size, rng)
+  return dataset_in(output_dir)
+
+
+def dataset_in(output_dir: str) -> SampleDataset:
+  """The paths of the dataset make_sample_dataset wrote to output_dir."""
+  return SampleDataset(*(os.path.join(output_dir, name) for name in (
+      "train2014", "val2014", "captions_train2014.json", "captions_val2014.json")))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

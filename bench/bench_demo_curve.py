@@ -13,7 +13,6 @@ ETA lines) converts steps into minutes on this machine.
 """
 
 import io
-import json
 import os
 import re
 import tempfile
@@ -42,9 +41,7 @@ def _captions(checkpoint: str, vocab_file: str, images) -> dict:
   config = configuration.load_config(os.path.dirname(checkpoint))
   inference.caption_files(checkpoint, vocab_file, ",".join(img.path for img in images),
                           config.inference, output_format="json", out=out, err=io.StringIO())
-  records = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
-  return {os.path.abspath(r["file"]): r["captions"][0] if r["captions"] else ""
-          for r in records}
+  return {path: caption for path, (caption, _) in run_demo.parse_captions(out.getvalue()).items()}
 
 
 def _phase2_speed(log_path: str) -> float:
@@ -52,11 +49,6 @@ def _phase2_speed(log_path: str) -> float:
   with open(log_path) as f:
     speeds = [float(s) for s in re.findall(r"\(([\d.]+) steps/s", f.read())]
   return sum(speeds) / len(speeds) if speeds else float("nan")
-
-
-def options_steps(phase2_steps: int) -> int:
-  """The demo's total steps with this phase 2."""
-  return run_demo.DemoOptions(output_dir="").phase1_steps + phase2_steps
 
 
 def _checkpoints(train_dir: str, first_step: int):
@@ -69,18 +61,16 @@ def _checkpoints(train_dir: str, first_step: int):
 def main(argv):
   del argv
   output_dir = FLAGS.output_dir or tempfile.mkdtemp(prefix="bench_demo_curve_")
-  options = run_demo.DemoOptions(
-      output_dir=output_dir, phase2_steps=FLAGS.phase2_steps, seed=FLAGS.seed,
-      checkpoint_every=FLAGS.checkpoint_every,
-      keep_checkpoints=(options_steps(FLAGS.phase2_steps) // FLAGS.checkpoint_every) + 3)
+  options = run_demo.DemoOptions(output_dir=output_dir, phase2_steps=FLAGS.phase2_steps,
+                                 seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every)
+  # Every checkpoint kept.
+  options.keep_checkpoints = ((options.phase1_steps + options.phase2_steps)
+                              // FLAGS.checkpoint_every + 3)
   result = run_demo.run_demo(options)
   out = os.path.abspath(output_dir)
   train_dir = os.path.join(out, "model", "train")
   vocab_file = os.path.join(out, "data", "word_counts.txt")
-  dataset = sample.SampleDataset(
-      os.path.join(out, "sample", "train2014"), os.path.join(out, "sample", "val2014"),
-      os.path.join(out, "sample", "captions_train2014.json"),
-      os.path.join(out, "sample", "captions_val2014.json"))
+  dataset = sample.dataset_in(os.path.join(out, "sample"))
   test_images = sample.split_images(dataset, "test")
   train_images = sample.split_images(dataset, "train")[:FLAGS.train_images]
   speed = _phase2_speed(os.path.join(out, "logs", "train_phase2.log"))

@@ -92,8 +92,9 @@ def caption_accuracy(images, captions: Dict[str, str]) -> Accuracy:
   from beam_jobs import make_sample_dataset as sample  # pylint: disable=g-import-not-at-top
   correct = colours = shapes = complete = 0
   for img in images:
-    colour, shape = sample.caption_colour_shape(captions.get(os.path.abspath(img.path), ""))
-    correct += (colour, shape) == (img.label.colour, img.label.shape)
+    caption = captions.get(os.path.abspath(img.path), "")
+    colour, shape = sample.caption_colour_shape(caption)
+    correct += sample.is_correct_caption(caption, img.label)
     colours += colour == img.label.colour
     shapes += shape == img.label.shape
     complete += colour is not None and shape is not None
@@ -319,9 +320,14 @@ def _score_test_split(dataset, test_images, train_dir: str, vocab_file: str, inf
 
 
 def _load_captions(path: str) -> Dict[str, Tuple[str, float]]:
-  """run_inference's JSON output -> {image path: (best caption, its probability)}."""
+  """run_inference's JSON output file -> parse_captions."""
   with open(path) as f:
-    text = f.read().strip()
+    return parse_captions(f.read())
+
+
+def parse_captions(text: str) -> Dict[str, Tuple[str, float]]:
+  """run_inference's JSON output -> {absolute image path: (best caption, its probability)}."""
+  text = text.strip()
   records = json.loads(text) if text.startswith("[") else [json.loads(l) for l in text.splitlines()
                                                            if l.strip()]
   return {os.path.abspath(r["file"]): ((r["captions"][0], math.exp(r["log_probs"][0]))

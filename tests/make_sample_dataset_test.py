@@ -81,6 +81,11 @@ class MakeSampleDatasetTest(unittest.TestCase):
     self.assertEqual(self.dataset.build_args()[0],
                      f"--train_image_dir={self.dataset.train_image_dir}")
 
+  def test_dataset_in_names_what_was_written(self):
+    self.assertEqual(sample.dataset_in(os.path.join(self.dir, "a")), self.dataset)
+    for path in (self.dataset.train_captions_file, self.dataset.val_image_dir):
+      self.assertTrue(os.path.exists(path), path)
+
   def test_split_images_follow_the_job_split(self):
     splits = {split: sample.split_images(self.dataset, split) for split in ("train", "val", "test")}
     val_ids = list(range(500001, 500013))  # 12 val-file images: 10 train, 0 val, 2 test.

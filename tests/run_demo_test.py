@@ -1,5 +1,6 @@
 """Tests for demo/run_demo.py's scoring of captions against the sample dataset's labels."""
 
+import math
 import unittest
 
 from beam_jobs import make_sample_dataset as sample
@@ -31,6 +32,19 @@ class CaptionAccuracyTest(unittest.TestCase):
     images = [_image("/x.jpg", "yellow", "square")]
     score = run_demo.caption_accuracy(images, {"/x.jpg": "a yellow square and a blue circle"})
     self.assertEqual((score.correct, score.fraction(score.correct)), (1, 1.0))
+
+
+class ParseCaptionsTest(unittest.TestCase):
+
+  def test_json_lines_of_run_inference(self):
+    text = ('{"file": "/d/a.jpg", "captions": ["a red circle", "a red square"], '
+            '"log_probs": [-0.5, -2.0]}\n'
+            '{"file": "/d/b.jpg", "captions": [], "log_probs": []}\n')
+    parsed = run_demo.parse_captions(text)
+    self.assertEqual(sorted(parsed), ["/d/a.jpg", "/d/b.jpg"])
+    self.assertEqual(parsed["/d/a.jpg"][0], "a red circle")
+    self.assertAlmostEqual(parsed["/d/a.jpg"][1], math.exp(-0.5))
+    self.assertEqual(parsed["/d/b.jpg"], ("", 0.0))
 
 
 if __name__ == "__main__":
