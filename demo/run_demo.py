@@ -153,6 +153,25 @@ def _run(module: str, args: List[str], log_path: str) -> None:
     raise RuntimeError(f"{module} failed with exit code {process.returncode}; see {log_path}")
 
 
+def start_niced(command: List[str], niceness: int, log) -> subprocess.Popen:
+  """Starts `command` (stdout and stderr to the open file `log`) `niceness` below this process.
+
+  The priority is set as soon as the child exists, while its interpreter is still starting and
+  before it starts any thread (TensorFlow's threads then inherit it). Not `preexec_fn`: this
+  process may already run TensorFlow's threads, and preexec_fn is unsafe with threads.
+  """
+  process = subprocess.Popen(command, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                             cwd=REPO_ROOT)
+  try:
+    os.setpriority(os.PRIO_PROCESS, process.pid,
+                   min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness))
+  except OSError:
+    process.kill()
+    process.wait()
+    raise
+  return process
+
+
 def _fresh_dir(path: str) -> str:
   if os.path.exists(path):
     shutil.rmtree(path)
@@ -224,18 +243,17 @@ def _run_steps(options: DemoOptions, out: str, logs: str) -> DemoResult:
   _log(f"3/8 evaluator started beside training -> {eval_dir}")
   os.makedirs(train_dir, exist_ok=True)
   eval_log = open(os.path.join(logs, "evaluate.log"), "w")
-  evaluator = subprocess.Popen(
+  # Training first: on a machine with fewer cores than the two need, the evaluator takes the
+  # cycles training leaves (it scores the latest checkpoint when it gets to it, and the last one
+  # after training).
+  evaluator = start_niced(
       _module_command("im2txt.evaluate", [
           f"--input_file_pattern={data_dir}/val-*", f"--checkpoint_dir={train_dir}",
           f"--eval_dir={eval_dir}", "--eval_interval_secs=5",
           f"--num_eval_examples={options.eval_num_examples}", "--min_global_step=1",
           f"--vocab_file={vocab_file}", f"--num_caption_images={options.eval_caption_images}",
           f"--number_of_steps={total_steps}"]),
-      env=_env(), stdout=eval_log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-  # Training first: on a machine with fewer cores than the two need, the evaluator takes the
-  # cycles training leaves (it scores the latest checkpoint when it gets to it, and the last one
-  # after training). Set before it starts TensorFlow's threads, which inherit it.
-  os.setpriority(os.PRIO_PROCESS, evaluator.pid, EVALUATOR_NICENESS)
+      EVALUATOR_NICENESS, eval_log)
   try:
     common = [f"--train_dir={train_dir}", f"--config_file={config_file}",
               "--log_every_n_steps=50", f"--seed={options.seed}"]

@@ -1,6 +1,9 @@
 """Tests for demo/run_demo.py's scoring of captions against the sample dataset's labels."""
 
 import math
+import os
+import sys
+import tempfile
 import unittest
 
 from beam_jobs import make_sample_dataset as sample
@@ -45,6 +48,40 @@ class ParseCaptionsTest(unittest.TestCase):
     self.assertEqual(parsed["/d/a.jpg"][0], "a red circle")
     self.assertAlmostEqual(parsed["/d/a.jpg"][1], math.exp(-0.5))
     self.assertEqual(parsed["/d/b.jpg"], ("", 0.0))
+
+
+# The child reports the niceness of its main thread and of a thread it starts (as TensorFlow's
+# are), after a pause that leaves the parent time to have set it.
+_REPORT_NICENESS = """
+import os, threading, time
+time.sleep(0.5)
+seen = []
+thread = threading.Thread(
+    target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+thread.start()
+thread.join()
+print(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), seen[0])
+"""
+
+
+class StartNicedTest(unittest.TestCase):
+
+  def test_child_and_its_threads_run_below_this_process(self):
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    with tempfile.TemporaryFile("w+") as log:
+      process = run_demo.start_niced([sys.executable, "-c", _REPORT_NICENESS],
+                                     run_demo.EVALUATOR_NICENESS, log)
+      self.assertEqual(os.getpriority(os.PRIO_PROCESS, process.pid),
+                       min(19, own + run_demo.EVALUATOR_NICENESS))
+      self.assertEqual(process.wait(timeout=60), 0)
+      log.seek(0)
+      expected = min(19, own + run_demo.EVALUATOR_NICENESS)
+      self.assertEqual(log.read().split(), [str(expected), str(expected)])
+
+  def test_a_command_that_cannot_start_raises(self):
+    with tempfile.TemporaryFile("w+") as log:
+      with self.assertRaises(OSError):
+        run_demo.start_niced(["/nonexistent/evaluate"], 10, log)
 
 
 if __name__ == "__main__":

@@ -14,3 +14,4 @@ python -m bench.bench_beam_search --preset=small --num_images=64 --batch_size=32
 python -m bench.bench_feature_cache --preset=small --batch_size=32 --steps=20 --num_images=128
 python -m bench.bench_feature_cache --preset=default --batch_size=32 --steps=8 --num_images=128
 python -m bench.bench_demo_curve --phase2_steps=1800 --checkpoint_every=300 --seed=0
+python -m bench.bench_shape_signal --steps=1000
