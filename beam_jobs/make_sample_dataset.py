@@ -193,6 +193,11 @@ def _jitter(rgb: Sequence[int], rng: random.Random, amount: int) -> Tuple[int, .
   return tuple(max(0, min(255, c + rng.randint(-amount, amount))) for c in rgb)
 
 
+def random_label(rng: random.Random) -> Label:
+  """A colour, a shape and a background, each uniformly at random (in that order from rng)."""
+  return Label(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(BACKGROUNDS)))
+
+
 def random_placement(shape: str, image_size: int, rng: random.Random) -> Placement:
   """A shape's size, position anywhere its outline fits inside the margins at any turn, and
   turn."""
@@ -235,7 +240,7 @@ def _write_split(output_dir: str, name: str, first_id: int, num_images: int, ima
   images, annotations = [], []
   for k in range(num_images):
     image_id = first_id + k
-    label = Label(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(BACKGROUNDS)))
+    label = random_label(rng)
     file_name = "COCO_%s_%012d.jpg" % (name, image_id)
     placement = random_placement(label.shape, image_size, rng)
     with tf.io.gfile.GFile(os.path.join(image_dir, file_name), "wb") as f:

@@ -63,8 +63,7 @@ def _images(count: int, seed: int, size: int) -> Tuple[np.ndarray, List[sample.L
   pixels = np.empty((count, size, size, 3), np.uint8)
   labels, captions = [], []
   for k in range(count):
-    label = sample.Label(rng.choice(list(sample.COLOURS)), rng.choice(sample.SHAPES),
-                         rng.choice(list(sample.BACKGROUNDS)))
+    label = sample.random_label(rng)
     data = sample.draw_image(label, sample.random_placement(label.shape, size, rng), size, rng)
     pixels[k] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     labels.append(label)
