@@ -34,9 +34,9 @@ import tensorflow as tf
 from beam_jobs import build_mscoco_data
 from beam_jobs import image_features
 from im2txt import configuration
-from im2txt import feature_cache
 from im2txt import file_io
-from im2txt import train_state
+from im2txt.data import feature_cache
+from im2txt.training import train_state
 
 TMP_DIRNAME = ".extract_image_features_tmp"
 _LOGGER = logging.getLogger(__name__)

@@ -33,11 +33,11 @@ from apache_beam.ml.inference.base import RunInference
 from beam_jobs import build_report
 from beam_jobs.build_report import Tally
 from im2txt import configuration
-from im2txt import feature_cache
 from im2txt import file_io
-from im2txt import image_processing
 from im2txt import sequence_example
-from im2txt import show_and_tell_model
+from im2txt.data import feature_cache
+from im2txt.model import image_processing
+from im2txt.model import show_and_tell_model
 
 NAMESPACE = "extract_image_features"
 REPORT_DIRNAME = "reports"

@@ -32,13 +32,13 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from im2txt import beam_search
-from im2txt import beam_search_reference
 from im2txt import configuration
 from im2txt import file_io
-from im2txt import inference
-from im2txt import show_and_tell_model
 from im2txt import vocabulary
+from im2txt.inference import beam_search
+from im2txt.inference import beam_search_reference
+from im2txt.inference import captioning
+from im2txt.model import show_and_tell_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint_path", "", "A trained checkpoint (file or directory); "
@@ -89,7 +89,7 @@ def _random_checkpoint(preset: str, directory: str) -> str:
 
 def _images(model_config: configuration.ModelConfig) -> tf.Tensor:
   if FLAGS.input_files:
-    reader = inference.ImageReader(model_config)
+    reader = captioning.ImageReader(model_config)
     files = file_io.expand_patterns(FLAGS.input_files, "--input_files")
     files = (files * FLAGS.num_images)[:FLAGS.num_images]
     return tf.stack([reader.read(f) for f in files])
@@ -102,7 +102,7 @@ def _run_method() -> None:
   """Child process: captions the images with one method; writes figures and captions."""
   with open(os.path.join(FLAGS.work_dir, "setup.json")) as f:
     setup = json.load(f)
-  model, config, _ = inference.load_model(setup["checkpoint"])
+  model, config, _ = captioning.load_model(setup["checkpoint"])
   vocab = vocabulary.Vocabulary.from_file(setup["vocab_file"])
   images = _images(config.model)
   kwargs = dict(beam_size=FLAGS.beam_size, max_caption_length=FLAGS.max_caption_length,
@@ -117,7 +117,7 @@ def _run_method() -> None:
                for i in range(0, FLAGS.num_images, FLAGS.batch_size)]
 
     def caption_all():
-      return [c for batch in batches for c in inference.captions_from_result(search(batch))]
+      return [c for batch in batches for c in captioning.captions_from_result(search(batch))]
 
     start = time.perf_counter()
     search(batches[0])
@@ -169,7 +169,7 @@ def main(argv):
     return 0
   with tempfile.TemporaryDirectory() as work_dir:
     if FLAGS.checkpoint_path:
-      setup = {"checkpoint": inference.resolve_checkpoint(FLAGS.checkpoint_path),
+      setup = {"checkpoint": captioning.resolve_checkpoint(FLAGS.checkpoint_path),
                "vocab_file": FLAGS.vocab_file}
       what = setup["checkpoint"]
     else:

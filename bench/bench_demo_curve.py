@@ -25,7 +25,7 @@ import tensorflow as tf
 from beam_jobs import make_sample_dataset as sample
 from demo import run_demo
 from im2txt import configuration
-from im2txt import inference
+from im2txt.inference import captioning
 
 flags.DEFINE_string("output_dir", "", "Where the demo writes (default: a temporary folder).")
 flags.DEFINE_integer("phase2_steps", 1800, "Phase-2 steps after the demo's phase 1.")
@@ -39,8 +39,8 @@ def _captions(checkpoint: str, vocab_file: str, images) -> dict:
   """{absolute path: best caption} of `images` by `checkpoint`, as run_inference writes them."""
   out = io.StringIO()
   config = configuration.load_config(os.path.dirname(checkpoint))
-  inference.caption_files(checkpoint, vocab_file, ",".join(img.path for img in images),
-                          config.inference, output_format="json", out=out, err=io.StringIO())
+  captioning.caption_files(checkpoint, vocab_file, ",".join(img.path for img in images),
+                           config.inference, output_format="json", out=out, err=io.StringIO())
   return {path: caption for path, (caption, _) in run_demo.parse_captions(out.getvalue()).items()}
 
 

@@ -24,8 +24,8 @@ from absl import logging
 from beam_jobs import extract_image_features
 from bench import bench_data
 from im2txt import configuration
-from im2txt import train_state
-from im2txt import training
+from im2txt.training import train_state
+from im2txt.training import trainer
 
 flags.DEFINE_enum("preset", "default", sorted(configuration.PRESETS),
                   "Model sizes: default (InceptionV3 at 299, LSTM 512, vocabulary 12000) or "
@@ -58,10 +58,10 @@ def main(argv):
     pattern = bench_data.write_records(data, FLAGS.num_images, FLAGS.jpeg_size, m.vocab_size,
                                        FLAGS.captions_per_image)
     init = os.path.join(tmp, "init")
-    options = training.TrainOptions(input_file_pattern=pattern, train_dir=init,
-                                    number_of_steps=0, seed=1, log_every_n_steps=10**9,
-                                    inception_checkpoint_file=train_state.RANDOM_INCEPTION)
-    training.train(config, options)
+    options = trainer.TrainOptions(input_file_pattern=pattern, train_dir=init,
+                                   number_of_steps=0, seed=1, log_every_n_steps=10**9,
+                                   inception_checkpoint_file=train_state.RANDOM_INCEPTION)
+    trainer.train(config, options)
 
     start = time.time()
     counts = extract_image_features.run([f"--input_file_pattern={pattern}",
@@ -76,7 +76,7 @@ def main(argv):
          FLAGS.steps * FLAGS.feature_steps_factor)):
       train_dir = os.path.join(tmp, name.replace(" ", "_"))
       shutil.copytree(init, train_dir)
-      result = training.train(config, training.TrainOptions(
+      result = trainer.train(config, trainer.TrainOptions(
           input_file_pattern=source, train_dir=train_dir, number_of_steps=steps + 2, seed=1,
           log_every_n_steps=10**9, steps_per_loop=1))
       rows.append((name, result))

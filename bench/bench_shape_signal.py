@@ -30,9 +30,9 @@ import tensorflow as tf
 
 from beam_jobs import make_sample_dataset as sample
 from im2txt import configuration
-from im2txt import image_processing
-from im2txt import optimization
-from im2txt import show_and_tell_model
+from im2txt.model import image_processing
+from im2txt.model import show_and_tell_model
+from im2txt.training import optimization
 
 RUNS = ("classifier", "captioner", "shape_word")
 

@@ -27,15 +27,15 @@ import tensorflow as tf
 
 from bench import bench_data
 from im2txt import configuration
-from im2txt import inputs
-from im2txt import training
+from im2txt.data import inputs
+from im2txt.training import trainer
 
 flags.DEFINE_integer("image_size", 75, "Model input height and width (InceptionV3: >= 75).")
 flags.DEFINE_integer("batch_size", 8, "Global batch of both phases and of the pipeline.")
 flags.DEFINE_integer("steps", 20, "Measured steps per phase (after one warm-up step).")
 flags.DEFINE_integer("num_images", 64, "Generated images (each with one caption).")
 flags.DEFINE_integer("jpeg_size", 120, "Height and width of the generated JPEGs.")
-flags.DEFINE_enum("mixed_precision", "none", sorted(training.MIXED_PRECISION_POLICIES),
+flags.DEFINE_enum("mixed_precision", "none", sorted(trainer.MIXED_PRECISION_POLICIES),
                   "Mixed precision of both phases (--compare=phases, loops, devices).")
 flags.DEFINE_enum("compare", "phases", ["phases", "loops", "precision", "devices"],
                   "What to measure against what (see the module docstring).")
@@ -64,11 +64,11 @@ def _config() -> configuration.Config:
   return config
 
 
-def _options(pattern: str, train_dir: str, **kwargs) -> training.TrainOptions:
+def _options(pattern: str, train_dir: str, **kwargs) -> trainer.TrainOptions:
   defaults = dict(input_file_pattern=pattern, train_dir=train_dir, log_every_n_steps=10**9,
                   seed=1, mixed_precision=FLAGS.mixed_precision, steps_per_loop=1)
   defaults.update(kwargs)
-  return training.TrainOptions(**defaults)
+  return trainer.TrainOptions(**defaults)
 
 
 def _print_rates(rows, batch: int) -> None:
@@ -97,9 +97,9 @@ def main(argv):
     if FLAGS.compare == "phases":
       pipeline = _pipeline_examples_per_sec(pattern, config, max(steps, 20))
       options = _options(pattern, os.path.join(tmp, "train"), number_of_steps=steps + 2)
-      phase1 = training.train(config, options)
+      phase1 = trainer.train(config, options)
       options.train_inception, options.number_of_steps = True, 2 * (steps + 2)
-      phase2 = training.train(config, options)
+      phase2 = trainer.train(config, options)
       print(f"input pipeline alone               {pipeline:9.1f} examples/s")
       _print_rates([("phase 1 (Inception frozen)", phase1),
                     ("phase 2 (all trained)", phase2)], batch)
@@ -114,19 +114,19 @@ def main(argv):
       total = 1 + fused + fused * max(1, -(-steps // fused))
       rows = []
       for n in (1, fused):
-        rows.append((f"phase 1, steps_per_loop {n}", training.train(config, _options(
+        rows.append((f"phase 1, steps_per_loop {n}", trainer.train(config, _options(
             pattern, os.path.join(tmp, f"loop{n}"), number_of_steps=total, steps_per_loop=n))))
       _print_rates(rows, batch)
       print(f"steps_per_loop {fused} / 1 speed: "
             f"{rows[1][1].steady_steps_per_sec / rows[0][1].steady_steps_per_sec:.2f}x")
     elif FLAGS.compare == "precision":
       start = _options(pattern, os.path.join(tmp, "phase1"), number_of_steps=2)
-      training.train(config, start)
+      trainer.train(config, start)
       rows = []
       for policy in ("none", "bf16"):
         train_dir = os.path.join(tmp, policy)
         shutil.copytree(start.train_dir, train_dir)
-        rows.append((f"phase 2, mixed precision {policy}", training.train(config, _options(
+        rows.append((f"phase 2, mixed precision {policy}", trainer.train(config, _options(
             pattern, train_dir, number_of_steps=2 + steps + 2, train_inception=True,
             mixed_precision=policy))))
       _print_rates(rows, batch)
@@ -137,7 +137,7 @@ def main(argv):
       for name, strategy, devices in (("one device", "default", None),
                                       ("two logical devices", "mirrored",
                                        ["/cpu:0", "/cpu:1"])):
-        rows.append((f"phase 1, {name}", training.train(config, _options(
+        rows.append((f"phase 1, {name}", trainer.train(config, _options(
             pattern, os.path.join(tmp, name.replace(" ", "_")), number_of_steps=steps + 2,
             strategy=strategy, devices=devices))))
       _print_rates(rows, batch)

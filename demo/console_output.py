@@ -18,7 +18,7 @@ OWN_PACKAGES = ("im2txt", "beam_jobs")
 
 
 # absl's format (the binaries' Python logs) and abseil's (some of TensorFlow's C++ logs):
-# "I1203 05:03:17.973429 139694710709120 training.py:334] Training phase 1 ...".
+# "I1203 05:03:17.973429 139694710709120 trainer.py:334] Training phase 1 ...".
 _ABSL_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ ([^\s:\]]+):\d+\] ?(.*)$")
 # Python logging's default format, e.g. in Beam's workers: "INFO:beam_jobs.shard_writer:Wrote ...".
 _LOGGING_LINE = re.compile(r"^(?:DEBUG|INFO|WARNING|ERROR|CRITICAL):([\w.]+):(.*)$")
@@ -32,10 +32,11 @@ _PROGRESS_KEYS = ("step ", "records", "summary", "split", "train ", "val ", "tes
 
 @functools.lru_cache(maxsize=None)
 def own_source_files() -> FrozenSet[str]:
-  """The file names that absl's log lines of the product's own modules carry (training.py, ...)."""
+  """The file names that absl's log lines of the product's own modules carry (trainer.py, ...),
+  in the packages and their sub-packages."""
   folders = [os.path.join(REPO_ROOT, package) for package in OWN_PACKAGES]
-  return frozenset(name for folder in folders if os.path.isdir(folder)
-                   for name in os.listdir(folder) if name.endswith(".py"))
+  return frozenset(name for folder in folders for _, _, names in os.walk(folder)
+                   for name in names if name.endswith(".py"))
 
 
 def shown_text(line: str) -> Optional[str]:

@@ -356,8 +356,8 @@ def parse_captions(text: str) -> Dict[str, Tuple[str, float]]:
 def _write_html_report(path: str, rows, train_scalars, eval_scalars, summary: str) -> None:
   """report.html: the curves from the event files, then every held-out image with its caption,
   the ground truth and OK/BAD."""
-  from im2txt import caption_page  # pylint: disable=g-import-not-at-top
   from im2txt import file_io  # pylint: disable=g-import-not-at-top
+  from im2txt.inference import caption_page  # pylint: disable=g-import-not-at-top
   charts = []
   for title, scalars, tag in (("training loss (batch)", train_scalars, "losses/batch_loss"),
                               ("evaluation perplexity", eval_scalars, "Perplexity"),

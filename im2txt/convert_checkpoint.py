@@ -20,7 +20,7 @@ from absl import flags
 from absl import logging
 
 from im2txt import console
-from im2txt import original_checkpoint
+from im2txt.interop import original_checkpoint
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("original_checkpoint", None,

@@ -25,8 +25,8 @@ from absl import flags
 from absl import logging
 
 from im2txt import console
-from im2txt import evaluation
-from im2txt import evaluation_loop
+from im2txt.evaluation import checkpoint_evaluator
+from im2txt.evaluation import evaluation_loop
 
 FLAGS = flags.FLAGS
 
@@ -88,7 +88,7 @@ def main(argv):
         FLAGS.checkpoint_dir, FLAGS.eval_dir, FLAGS.input_file_pattern,
         vocab_file=FLAGS.vocab_file or None, eval_overrides=overrides, options=options,
         stop_event=stop)
-  except (evaluation.EvaluationError, FileNotFoundError, ValueError, RuntimeError) as e:
+  except (checkpoint_evaluator.EvaluationError, FileNotFoundError, ValueError, RuntimeError) as e:
     logging.error("%s", e)
     return 1
   return 0

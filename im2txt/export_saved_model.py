@@ -5,7 +5,7 @@ r"""Exports a checkpoint as a SavedModel that captions JPEG bytes with beam sear
 
 Serving signature `serving_default`: jpegs (string [B]) -> captions (string [B, beam_size]),
 log_probs (float32 [B, beam_size]). It loads with tf.saved_model.load alone, without this
-project, and captions as run_inference does (see im2txt/serving.py).
+project, and captions as run_inference does (see im2txt/inference/serving.py).
 """
 
 import sys
@@ -13,8 +13,8 @@ import sys
 from absl import flags
 
 from im2txt import console
-from im2txt import inference
-from im2txt import serving
+from im2txt.inference import captioning
+from im2txt.inference import serving
 
 # Beam settings default to the `inference` section of the checkpoint's config.json.
 _FROM_CONFIG = " (default: the checkpoint's config.json, `inference` section)"
@@ -39,7 +39,7 @@ def main(argv):
   given = {name: FLAGS[name].value for name in _INFERENCE_FLAGS
            if FLAGS[name].value is not None}
   try:
-    inference_config = inference.inference_config(FLAGS.checkpoint_path, given)
+    inference_config = captioning.inference_config(FLAGS.checkpoint_path, given)
     path = serving.export_saved_model(FLAGS.checkpoint_path, FLAGS.vocab_file, FLAGS.export_dir,
                                       inference_config)
   except (ValueError, FileNotFoundError, FileExistsError) as e:

@@ -21,7 +21,7 @@ from absl import flags
 
 from im2txt import console
 from im2txt import file_io
-from im2txt import inference
+from im2txt.inference import captioning
 
 # Beam settings default to the `inference` section of the checkpoint's config.json.
 _FROM_CONFIG = " (default: the checkpoint's config.json, `inference` section)"
@@ -43,7 +43,7 @@ flags.DEFINE_float("length_normalization_factor", None,
                    + _FROM_CONFIG)
 flags.DEFINE_integer("batch_size", None,
                      "Images captioned together in one compiled beam search." + _FROM_CONFIG)
-flags.DEFINE_enum("output_format", "text", list(inference.OUTPUT_FORMATS),
+flags.DEFINE_enum("output_format", "text", list(captioning.OUTPUT_FORMATS),
                   "text: the original's lines; json: one JSON object per image and line; "
                   "html: one self-contained page, each image inline with its captions.")
 flags.DEFINE_string("output_file", "",
@@ -56,10 +56,10 @@ def main(argv):
   given = {name: FLAGS[name].value for name in _INFERENCE_FLAGS
            if FLAGS[name].value is not None}
   try:
-    inference_config = inference.inference_config(FLAGS.checkpoint_path, given)
+    inference_config = captioning.inference_config(FLAGS.checkpoint_path, given)
     out = io.StringIO() if FLAGS.output_file else sys.stdout
-    code = inference.caption_files(FLAGS.checkpoint_path, FLAGS.vocab_file, FLAGS.input_files,
-                                   inference_config, FLAGS.output_format, out=out)
+    code = captioning.caption_files(FLAGS.checkpoint_path, FLAGS.vocab_file, FLAGS.input_files,
+                                    inference_config, FLAGS.output_format, out=out)
     if FLAGS.output_file:
       file_io.write_file(FLAGS.output_file, out.getvalue())
       print(f"Wrote {FLAGS.output_file}", file=sys.stderr)

@@ -18,9 +18,9 @@ import sys
 from absl import flags
 from absl import logging
 
-from im2txt import caption_metrics
-from im2txt import caption_scoring
 from im2txt import console
+from im2txt.evaluation import caption_metrics
+from im2txt.evaluation import caption_scoring
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint_path", None,

@@ -19,7 +19,7 @@ from absl import logging
 
 from im2txt import configuration
 from im2txt import console
-from im2txt import training
+from im2txt.training import trainer
 
 FLAGS = flags.FLAGS
 
@@ -39,10 +39,10 @@ flags.DEFINE_enum("preset", "default", sorted(configuration.PRESETS),
 flags.DEFINE_string("config_file", "",
                     "JSON configuration (as train_dir/config.json); overrides the preset and "
                     "train_dir's config.json.")
-flags.DEFINE_enum("strategy", "mirrored", list(training.STRATEGIES),
+flags.DEFINE_enum("strategy", "mirrored", list(trainer.STRATEGIES),
                   "mirrored: all local GPUs (or the CPU); multi_worker: "
                   "MultiWorkerMirroredStrategy configured by TF_CONFIG; default: no strategy.")
-flags.DEFINE_enum("mixed_precision", "none", sorted(training.MIXED_PRECISION_POLICIES),
+flags.DEFINE_enum("mixed_precision", "none", sorted(trainer.MIXED_PRECISION_POLICIES),
                   "Mixed precision on GPUs: bf16 or fp16 (with dynamic loss scaling).")
 flags.DEFINE_boolean("skip_bad_images", False,
                      "Skip records whose image does not decode (after a scan that counts and "
@@ -59,7 +59,7 @@ flags.mark_flags_as_required(["input_file_pattern", "train_dir"])
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
-  options = training.TrainOptions(
+  options = trainer.TrainOptions(
       input_file_pattern=FLAGS.input_file_pattern,
       train_dir=FLAGS.train_dir,
       train_inception=FLAGS.train_inception,
@@ -74,8 +74,8 @@ def main(argv):
   # MultiWorkerMirroredStrategy must be created before TensorFlow runs any op; reading the
   # configuration only touches files.
   try:
-    config = training.resolve_config(FLAGS.train_dir, FLAGS.preset, FLAGS.config_file)
-    training.train(config, options)
+    config = trainer.resolve_config(FLAGS.train_dir, FLAGS.preset, FLAGS.config_file)
+    trainer.train(config, options)
   except (ValueError, FileNotFoundError) as e:  # Bad flags, config or input, named.
     print(f"Error: {e}", file=sys.stderr)
     return 2

@@ -1,4 +1,4 @@
-"""Tests of the batched beam search (im2txt/beam_search.py) and its reference loop."""
+"""Tests of the batched beam search (im2txt/inference/beam_search.py) and its reference loop."""
 
 import itertools
 import math
@@ -6,8 +6,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from im2txt import beam_search
-from im2txt import beam_search_reference
+from im2txt.inference import beam_search
+from im2txt.inference import beam_search_reference
 from tests import inference_testutil
 
 START_ID, END_ID = 0, 1

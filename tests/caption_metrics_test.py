@@ -14,7 +14,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from im2txt import caption_metrics
+from im2txt.evaluation import caption_metrics
 
 # Captions as the evaluator passes them: our tokenizer's tokens joined by spaces.
 REFERENCES = {

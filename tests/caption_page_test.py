@@ -1,10 +1,10 @@
-"""Tests for im2txt/caption_page.py: a self-contained page that shows markup as text."""
+"""Tests for im2txt/inference/caption_page.py: a self-contained page that shows markup as text."""
 
 import base64
 import re
 import unittest
 
-from im2txt import caption_page
+from im2txt.inference import caption_page
 
 JPEG = b"\xff\xd8\xff\xe0fake jpeg bytes"
 PNG = b"\x89PNG\r\n\x1a\nfake png"

@@ -15,7 +15,7 @@ class ShownTextTest(unittest.TestCase):
   def test_own_progress_lines_are_shown_without_their_log_prefix(self):
     lines = {
         # absl, from the product's own modules.
-        "I1203 05:03:17.973429 139694710709120 training.py:334] Training phase 1 (Inception "
+        "I1203 05:03:17.973429 139694710709120 trainer.py:334] Training phase 1 (Inception "
         "frozen) from step 0 to 30\n": "Training phase 1 (Inception frozen) from step 0 to 30",
         "W1203 05:03:17.961249 139694710709120 train_state.py:152] Inception starts from random "
         "weights; calibrated on 64 training images\n":
@@ -48,9 +48,9 @@ class ShownTextTest(unittest.TestCase):
         "/x/lib.py:12: DeprecationWarning: the train split is deprecated",
         "WARNING:tensorflow:From x.py:1: tf_record_iterator (from tensorflow) is deprecated: "
         "records",
-        "I1203 05:03:17.973429 1 training.py:334] the train step is deprecated",
+        "I1203 05:03:17.973429 1 trainer.py:334] the train step is deprecated",
         # Own lines that are not progress.
-        "I1203 05:03:17.973429 1 training.py:334] Writing config.json",
+        "I1203 05:03:17.973429 1 trainer.py:334] Writing config.json",
     ]
     for line in lines:
       self.assertIsNone(console_output.shown_text(line + "\n"), line)

@@ -19,13 +19,13 @@ import numpy as np
 import tensorflow as tf
 
 from im2txt import configuration
-from im2txt import evaluation_loop
-from im2txt import inference
-from im2txt import original_checkpoint
-from im2txt import serving
-from im2txt import show_and_tell_model
-from im2txt import slim_inception
-from im2txt import training
+from im2txt.evaluation import evaluation_loop
+from im2txt.inference import captioning
+from im2txt.inference import serving
+from im2txt.interop import original_checkpoint
+from im2txt.model import show_and_tell_model
+from im2txt.model import slim_inception
+from im2txt.training import trainer
 from tests import original_im2txt
 from tests import training_testdata as td
 
@@ -94,8 +94,8 @@ class ConvertedTrainDirTest(tf.test.TestCase):
         f.write(jpeg)
     out = io.StringIO()
     inference_config = configuration.InferenceConfig(beam_size=2)
-    self.assertEqual(inference.caption_files(self.train_dir, self.vocab_file, ",".join(paths),
-                                             inference_config, "json", out=out), 0)
+    self.assertEqual(captioning.caption_files(self.train_dir, self.vocab_file, ",".join(paths),
+                                              inference_config, "json", out=out), 0)
     expected = [json.loads(line) for line in out.getvalue().splitlines()]
     export_dir = serving.export_saved_model(self.train_dir, self.vocab_file,
                                             os.path.join(self.tmp, "export"), inference_config)
@@ -114,10 +114,10 @@ class ConvertedTrainDirTest(tf.test.TestCase):
     config = configuration.load_config(train_dir)
     config.input = dataclasses.replace(config.input, batch_size=2, values_per_input_shard=4)
     config_file = configuration.save_config(config, os.path.join(self.tmp, "config"))
-    config = training.resolve_config(train_dir, config_file=config_file)
-    options = training.TrainOptions(input_file_pattern=self.pattern, train_dir=train_dir,
-                                    train_inception=True, number_of_steps=STEP + 2, seed=1)
-    result = training.train(config, options)
+    config = trainer.resolve_config(train_dir, config_file=config_file)
+    options = trainer.TrainOptions(input_file_pattern=self.pattern, train_dir=train_dir,
+                                   train_inception=True, number_of_steps=STEP + 2, seed=1)
+    result = trainer.train(config, options)
     self.assertEqual((result.start_step, result.global_step), (STEP, STEP + 2))
     self.assertTrue(np.isfinite(result.last_loss))
     self.assertEqual(result.last_checkpoint, os.path.join(train_dir, f"ckpt-{STEP + 2}"))
@@ -131,10 +131,10 @@ class ConvertedTrainDirTest(tf.test.TestCase):
     self.assertTrue(os.path.isfile(slim_file))
     pattern = td.write_shards(os.path.join(tmp, "data"), td.colour_examples(CAPTIONS), 2)
     config = td.tiny_config(vocab_size=VOCAB_SIZE)
-    options = training.TrainOptions(input_file_pattern=pattern,
-                                    train_dir=os.path.join(tmp, "train"), number_of_steps=1,
-                                    seed=2, inception_checkpoint_file=slim_file)
-    result = training.train(config, options)
+    options = trainer.TrainOptions(input_file_pattern=pattern,
+                                   train_dir=os.path.join(tmp, "train"), number_of_steps=1,
+                                   seed=2, inception_checkpoint_file=slim_file)
+    result = trainer.train(config, options)
 
     model = show_and_tell_model.ShowAndTellModel(config.model)
     model.build_all()

@@ -24,10 +24,10 @@ import tensorflow as tf
 
 from im2txt import configuration
 from im2txt import convert_checkpoint
-from im2txt import inference
-from im2txt import original_checkpoint
-from im2txt import show_and_tell_model
 from im2txt import vocabulary
+from im2txt.inference import captioning
+from im2txt.interop import original_checkpoint
+from im2txt.model import show_and_tell_model
 from tests import original_im2txt
 
 START_ID, END_ID = 0, 1
@@ -144,7 +144,7 @@ class ConvertCheckpointTest(tf.test.TestCase):
         self.assertEqual((config.model.vocab_size, config.model.embedding_size,
                           config.model.num_lstm_units), (VOCAB_SIZE, 512, 512))
         self.assertEqual(config.model.inception_batch_norm_momentum, 0.9997)
-        model, _, _ = inference.load_model(output_dir)
+        model, _, _ = captioning.load_model(output_dir)
         # The state after the image: the original's concat([c, h]), ours (h, c).
         h, c = model.initial_state(tf.constant(self.preprocessed))
         self.assertAllClose(c, theirs_state[:, :512], atol=1e-5, rtol=0)
@@ -159,9 +159,9 @@ class ConvertCheckpointTest(tf.test.TestCase):
 
   def _run_inference(self, checkpoint_path, vocab_file, output_format):
     out, err = io.StringIO(), io.StringIO()
-    code = inference.caption_files(checkpoint_path, vocab_file, ",".join(self.jpeg_files),
-                                   configuration.InferenceConfig(beam_size=3),
-                                   output_format, out=out, err=err)
+    code = captioning.caption_files(checkpoint_path, vocab_file, ",".join(self.jpeg_files),
+                                    configuration.InferenceConfig(beam_size=3),
+                                    output_format, out=out, err=err)
     self.assertEqual(code, 0, err.getvalue())
     return out.getvalue()
 
@@ -264,7 +264,7 @@ class ConvertCheckpointTest(tf.test.TestCase):
     code, out, err = self._main(directory, output_dir, self.bytes_vocab_file)
     self.assertEqual(code, 0, err)
     self.assertIn(f"Converted checkpoint written to {output_dir}/ckpt-{STEP}", out)
-    model, _, _ = inference.load_model(output_dir)
+    model, _, _ = captioning.load_model(output_dir)
     h, c = model.initial_state(tf.constant(self.preprocessed[:2]))
     theirs = np.concatenate([self.original.feed_image(j) for j in _images()[:2]])
     self.assertAllClose(np.concatenate([c, h], axis=1), theirs, atol=1e-5, rtol=0)

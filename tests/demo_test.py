@@ -56,7 +56,7 @@ class DemoTest(unittest.TestCase):
       logs = os.path.join(out, "logs")
       self.assertTrue(os.path.exists(os.path.join(logs, run_demo.DEMO_LOG_FILENAME)))
       with open(os.path.join(logs, "train_phase1.log"), encoding="utf-8") as f:
-        self.assertRegex(f.read(), r"(?m)^I\d{4} .* training\.py:\d+\] Training phase 1 ")
+        self.assertRegex(f.read(), r"(?m)^I\d{4} .* trainer\.py:\d+\] Training phase 1 ")
       self.assertGreaterEqual(result.num_images, 30)
       self.assertEqual(result.num_captioned, result.num_images)
       self.assertTrue(result.train_event_files, "no training TensorBoard events")

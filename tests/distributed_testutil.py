@@ -18,7 +18,7 @@ try:
 except RuntimeError as e:  # TensorFlow already initialised by another test in this process.
   SETUP_ERROR = str(e)
 
-from im2txt import training  # pylint: disable=g-import-not-at-top
+from im2txt.training import trainer  # pylint: disable=g-import-not-at-top
 from tests import training_testdata as td  # pylint: disable=g-import-not-at-top
 
 CAPTIONS = {0: [3, 4, 5], 1: [6, 7], 2: [8, 9, 10, 11], 3: [12, 5], 4: [3, 3, 3, 3, 3, 4],
@@ -41,11 +41,11 @@ def assert_two_replicas_match_one_device(test: tf.test.TestCase, config,
   results, readers = {}, {}
   for name, strategy, devices in [("one", "default", None),
                                   ("two", "mirrored", ["/cpu:0", "/cpu:1"])]:
-    options = training.TrainOptions(input_file_pattern=pattern,
-                                    train_dir=os.path.join(tmp, name), number_of_steps=3,
-                                    seed=7, strategy=strategy, devices=devices,
-                                    train_inception=train_inception, steps_per_loop=1)
-    results[name] = training.train(config, options)
+    options = trainer.TrainOptions(input_file_pattern=pattern,
+                                   train_dir=os.path.join(tmp, name), number_of_steps=3,
+                                   seed=7, strategy=strategy, devices=devices,
+                                   train_inception=train_inception, steps_per_loop=1)
+    results[name] = trainer.train(config, options)
     readers[name] = tf.train.load_checkpoint(results[name].last_checkpoint)
 
   # Each replica gets 3 of the 6 examples of a step (padded to its own longest caption);

@@ -13,10 +13,10 @@ import unittest
 
 from absl import logging
 
-from im2txt import caption_metrics
 from im2txt import evaluate
-from im2txt import evaluation
-from im2txt import show_and_tell_model
+from im2txt.evaluation import caption_metrics
+from im2txt.evaluation import checkpoint_evaluator
+from im2txt.model import show_and_tell_model
 from tests import evaluation_testdata as testdata
 
 
@@ -100,7 +100,7 @@ class EvaluateBinaryTest(unittest.TestCase):
     step, table = texts["Captions"][0]
     self.assertEqual(step, 10)
     table, note = table.split("\n\n")
-    self.assertEqual(note, evaluation.MONITORING_NOTE)
+    self.assertEqual(note, checkpoint_evaluator.MONITORING_NOTE)
     rows = table.splitlines()
     self.assertEqual(rows[0], "| image id | generated caption | reference captions |")
     self.assertEqual(len(rows), 4)  # header, separator, images 11 and 12

@@ -7,10 +7,10 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from im2txt import caption_metrics
-from im2txt import evaluation
-from im2txt import image_processing
 from im2txt import vocabulary
+from im2txt.evaluation import caption_metrics
+from im2txt.evaluation import checkpoint_evaluator
+from im2txt.model import image_processing
 from tests import evaluation_testdata as testdata
 
 
@@ -55,7 +55,7 @@ class EvaluationCaptionsTest(tf.test.TestCase):
     cls.config = testdata.tiny_config()
     cls.pattern = testdata.write_val_split(os.path.join(root, "data"))
     cls.vocab = vocabulary.Vocabulary.from_file(testdata.write_vocab(root))
-    cls.evaluator = evaluation.CheckpointEvaluator(cls.config, cls.pattern, cls.vocab)
+    cls.evaluator = checkpoint_evaluator.CheckpointEvaluator(cls.config, cls.pattern, cls.vocab)
 
   @classmethod
   def tearDownClass(cls):
@@ -72,7 +72,7 @@ class EvaluationCaptionsTest(tf.test.TestCase):
     # The real scorer (Java) is tested in caption_metrics_test and evaluate_test; this one
     # records what it is given.
     with mock.patch.object(caption_metrics, "CaptionScorer", _FakeScorer):
-      result = self.evaluator.evaluate(evaluation.CheckpointRef(path, 20))
+      result = self.evaluator.evaluate(checkpoint_evaluator.CheckpointRef(path, 20))
     scorer = _FakeScorer.instances[-1]
     # The captions are the beam search's best, of images 11 and 12 in this order.
     images = tf.stack([image_processing.process_image(testdata.jpeg(i), self.config.model,
@@ -99,11 +99,11 @@ class EvaluationCaptionsTest(tf.test.TestCase):
       testdata.perturb_weights(self.evaluator.model, seed=seed)
       path = testdata.save_checkpoint(self.train_dir, self.evaluator.model, step, self.config)
       with mock.patch.object(caption_metrics, "CaptionScorer", _FakeScorer):
-        results.append(self.evaluator.evaluate(evaluation.CheckpointRef(path, step)))
+        results.append(self.evaluator.evaluate(checkpoint_evaluator.CheckpointRef(path, step)))
     eval_dir = tempfile.mkdtemp(dir=self.tmp.name)
     writer = tf.summary.create_file_writer(eval_dir)
     for result in results:
-      evaluation.write_summaries(writer, result)
+      checkpoint_evaluator.write_summaries(writer, result)
     writer.close()
 
     captions = [{i: caption for i, caption, _ in r.caption_examples} for r in results]
@@ -144,7 +144,7 @@ class EvaluationCaptionsTest(tf.test.TestCase):
         raise RuntimeError("METEOR's Java process exited with code 137")
 
     with mock.patch.object(caption_metrics, "CaptionScorer", BrokenScorer):
-      result = self.evaluator.evaluate(evaluation.CheckpointRef(path, 60))
+      result = self.evaluator.evaluate(checkpoint_evaluator.CheckpointRef(path, 60))
     self.assertTrue(_FakeScorer.instances[-1].closed)
     self.assertEqual(set(result.scalars()), {"Perplexity", "Loss"})
     self.assertEqual([i for i, _, _ in result.caption_examples], [11, 12])
@@ -153,16 +153,17 @@ class EvaluationCaptionsTest(tf.test.TestCase):
     for step, seed in ((30, 4), (40, 5)):
       testdata.perturb_weights(self.evaluator.model, seed=seed)
       path = testdata.save_checkpoint(self.train_dir, self.evaluator.model, step, self.config)
-      self.evaluator.restore(evaluation.CheckpointRef(path, step))
+      self.evaluator.restore(checkpoint_evaluator.CheckpointRef(path, step))
       self.evaluator.generate_captions()
     # Nothing is retraced for a new checkpoint or a smaller last batch: memory does not grow.
     self.assertEqual(self.evaluator.search._compiled.experimental_get_tracing_count(), 1)
 
   def test_vocabulary_larger_than_the_model_is_a_clear_error(self):
     words = testdata.VOCAB_WORDS + ["w%d" % i for i in range(5)]
-    with self.assertRaisesRegex(evaluation.EvaluationError,
+    with self.assertRaisesRegex(checkpoint_evaluator.EvaluationError,
                                 "has 14 words .* but the model predicts 10"):
-      evaluation.CheckpointEvaluator(self.config, self.pattern, vocabulary.Vocabulary(words))
+      checkpoint_evaluator.CheckpointEvaluator(self.config, self.pattern,
+                                               vocabulary.Vocabulary(words))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Tests for im2txt.evaluation_loop: waiting, one evaluation per checkpoint, skips and stops."""
+"""Tests for im2txt.evaluation.evaluation_loop: waiting, one evaluation per checkpoint, skips and stops."""
 
 import json
 import logging as std_logging
@@ -11,8 +11,8 @@ from unittest import mock
 from absl import logging
 import tensorflow as tf
 
-from im2txt import evaluation
-from im2txt import evaluation_loop
+from im2txt.evaluation import checkpoint_evaluator
+from im2txt.evaluation import evaluation_loop
 from tests import evaluation_testdata as testdata
 
 
@@ -49,7 +49,7 @@ class EvaluationLoopTest(tf.test.TestCase):
     cls.config = testdata.tiny_config()
     cls.pattern = testdata.write_val_split(os.path.join(cls.tmp.name, "data"))
     # One evaluator (the expensive part: a model and its compiled step) for every loop below.
-    cls.evaluator = evaluation.CheckpointEvaluator(cls.config, cls.pattern)
+    cls.evaluator = checkpoint_evaluator.CheckpointEvaluator(cls.config, cls.pattern)
 
   @classmethod
   def tearDownClass(cls):
@@ -108,7 +108,7 @@ class EvaluationLoopTest(tf.test.TestCase):
       for (_, value), result in zip(scalars[tag], results):
         self.assertAlmostEqual(value, result.scalars()[tag], places=4)
     # The value at step 10 is the perplexity of ckpt-10's weights.
-    self.evaluator.restore(evaluation.CheckpointRef(path10, 10))
+    self.evaluator.restore(checkpoint_evaluator.CheckpointRef(path10, 10))
     self.assertAlmostEqual(self.evaluator.perplexity()[0], results[0].perplexity, places=9)
     state = evaluation_loop.read_state(self.eval_dir)
     self.assertEqual(state["last_evaluated_step"], 20)
@@ -169,7 +169,8 @@ class EvaluationLoopTest(tf.test.TestCase):
     self.assertEqual([s for s, _ in self._scalars()["Loss"]], [20])
 
   def test_once_without_checkpoint_is_an_error(self):
-    with self.assertRaisesRegex(evaluation.EvaluationError, f"No checkpoint in {self.train_dir}"):
+    with self.assertRaisesRegex(checkpoint_evaluator.EvaluationError,
+                                f"No checkpoint in {self.train_dir}"):
       evaluation_loop.run_evaluation_loop(self.train_dir, self.eval_dir, self.pattern,
                                           options=evaluation_loop.LoopOptions(once=True))
 
@@ -202,7 +203,7 @@ class EvaluationLoopTest(tf.test.TestCase):
     wrong = tf.train.Checkpoint(step=tf.Variable(10, dtype=tf.int64),
                                 model=tf.train.Checkpoint(other=tf.Variable(1.0)))
     tf.train.CheckpointManager(wrong, self.train_dir, 5, checkpoint_name="ckpt").save(10)
-    with self.assertRaisesRegex(evaluation.CheckpointMismatchError,
+    with self.assertRaisesRegex(checkpoint_evaluator.CheckpointMismatchError,
                                 "ckpt-10: its variables do not match"):
       self._loop(max_wait_secs=0.3).run()
 
@@ -211,8 +212,8 @@ class EvaluationLoopTest(tf.test.TestCase):
     for step in (30, 100, 7):
       self._save(step, seed=step)
     self.assertEqual(evaluation_loop.list_checkpoints(self.train_dir),
-                     [evaluation.CheckpointRef(os.path.join(self.train_dir, f"ckpt-{s}"), s)
-                      for s in (7, 30, 100)])
+                     [checkpoint_evaluator.CheckpointRef(
+                         os.path.join(self.train_dir, f"ckpt-{s}"), s) for s in (7, 30, 100)])
     self.assertEqual(evaluation_loop.checkpoint_step("a/b/ckpt-123"), 123)
     self.assertIsNone(evaluation_loop.checkpoint_step("a/b/model"))
 

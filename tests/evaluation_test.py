@@ -8,10 +8,10 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from im2txt import evaluation
-from im2txt import image_processing
 from im2txt import sequence_example
 from im2txt import vocabulary
+from im2txt.evaluation import checkpoint_evaluator
+from im2txt.model import image_processing
 from tests import evaluation_testdata as testdata
 
 
@@ -26,7 +26,7 @@ class EvaluationTest(tf.test.TestCase):
     cls.pattern = testdata.write_val_split(os.path.join(root, "data"))
     # One evaluator (one model, compiled once) serves every test, as in the real loop; without
     # a vocabulary it computes the perplexity only.
-    cls.evaluator = evaluation.CheckpointEvaluator(cls.config, cls.pattern)
+    cls.evaluator = checkpoint_evaluator.CheckpointEvaluator(cls.config, cls.pattern)
 
   @classmethod
   def tearDownClass(cls):
@@ -60,7 +60,7 @@ class EvaluationTest(tf.test.TestCase):
     testdata.perturb_weights(model, seed=1)
     path = testdata.save_checkpoint(self.train_dir, model, 10, self.config)
     testdata.perturb_weights(model, seed=2)  # the restore must bring seed 1's weights back
-    step = self.evaluator.restore(evaluation.CheckpointRef(path, 10))
+    step = self.evaluator.restore(checkpoint_evaluator.CheckpointRef(path, 10))
     self.assertEqual(step, 10)
     perplexity, loss, num_examples, num_tokens = self.evaluator.perplexity()
     # 5 of the 7 examples, in batches of 3 (the second one cut to 2).
@@ -73,13 +73,13 @@ class EvaluationTest(tf.test.TestCase):
     self.assertGreater(perplexity, 1.5)  # seed 1's weights are far from a trained model
 
   def test_reference_captions_are_grouped_by_image_id(self):
-    refs = evaluation.load_caption_references(self.pattern, num_images=2)
+    refs = checkpoint_evaluator.load_caption_references(self.pattern, num_images=2)
     self.assertEqual(refs.image_ids, [11, 12])
     self.assertEqual(refs.image_data, [testdata.jpeg(11), testdata.jpeg(12)])
     # All captions of an image, from both shards; tokens (not ids: "the" is not <UNK>).
     self.assertEqual(refs.references, {11: ["a dog on grass .", "dog on the grass", "a dog ."],
                                        12: ["a cat .", "cat on grass"]})
-    everything = evaluation.load_caption_references(self.pattern, num_images=100)
+    everything = checkpoint_evaluator.load_caption_references(self.pattern, num_images=100)
     self.assertEqual(everything.image_ids, [11, 12, 13])
     self.assertEqual(everything.references[13], ["a cat on a dog .", "cat"])
 
@@ -89,7 +89,7 @@ class EvaluationTest(tf.test.TestCase):
       for image_id, data in ((5, b"not a jpeg"), (6, testdata.jpeg(6)), (5, testdata.jpeg(5))):
         writer.write(sequence_example.make_sequence_example(
             image_id, data, ["<S>", "a", "</S>"], [0, 2, 1]).SerializeToString())
-    refs = evaluation.load_caption_references(path, num_images=2)
+    refs = checkpoint_evaluator.load_caption_references(path, num_images=2)
     self.assertEqual(refs.image_ids, [6])
     self.assertEqual(refs.references, {6: ["a"]})
 
@@ -114,24 +114,24 @@ class EvaluationTest(tf.test.TestCase):
   def test_references_of_records_without_tokens_come_from_the_ids(self):
     vocab = vocabulary.Vocabulary(testdata.VOCAB_WORDS)
     in_vocab = [r for r in testdata.RECORDS if "the" not in r[2].split()]
-    with_tokens = evaluation.load_caption_references(
+    with_tokens = checkpoint_evaluator.load_caption_references(
         self._write_records("tokens", in_vocab, with_tokens=True), 100)
     without = self._write_records("ids-only", in_vocab, with_tokens=False)
-    self.assertEqual(evaluation.load_caption_references(without, 100, vocab), with_tokens)
+    self.assertEqual(checkpoint_evaluator.load_caption_references(without, 100, vocab), with_tokens)
     # A word missing from the vocabulary is <UNK> in the ids.
     unknown = self._write_records("unknown", [(0, 11, "dog on the grass")], with_tokens=False)
-    self.assertEqual(evaluation.load_caption_references(unknown, 1, vocab).references,
+    self.assertEqual(checkpoint_evaluator.load_caption_references(unknown, 1, vocab).references,
                      {11: ["dog on <UNK> grass"]})
     # Without a vocabulary the ids cannot be read: an error, not empty references.
     with self.assertRaisesRegex(ValueError, "image 11 has a caption without token strings"):
-      evaluation.load_caption_references(without, 100)
+      checkpoint_evaluator.load_caption_references(without, 100)
 
   def test_records_without_image_ids_are_grouped_by_image(self):
     vocab = vocabulary.Vocabulary(testdata.VOCAB_WORDS)
     in_vocab = [r for r in testdata.RECORDS if "the" not in r[2].split()]
-    with_ids = evaluation.load_caption_references(
+    with_ids = checkpoint_evaluator.load_caption_references(
         self._write_records("ids", in_vocab, with_tokens=True), 100)
-    without = evaluation.load_caption_references(
+    without = checkpoint_evaluator.load_caption_references(
         self._write_records("no-ids", in_vocab, with_tokens=False, with_image_id=False), 100,
         vocab)
     # The same images, in the same order, under ids -1, -2, ..., with the same references.
@@ -146,7 +146,7 @@ class EvaluationTest(tf.test.TestCase):
     for step, seed in ((30, 4), (40, 5)):
       testdata.perturb_weights(self.evaluator.model, seed=seed)
       path = testdata.save_checkpoint(self.train_dir, self.evaluator.model, step, self.config)
-      self.evaluator.restore(evaluation.CheckpointRef(path, step))
+      self.evaluator.restore(checkpoint_evaluator.CheckpointRef(path, step))
       self.evaluator.perplexity()
     # Nothing is retraced for a new checkpoint or a shorter last batch: memory does not grow.
     self.assertEqual(self.evaluator.loss_sums.experimental_get_tracing_count(), 1)
@@ -154,9 +154,9 @@ class EvaluationTest(tf.test.TestCase):
   def test_deleted_checkpoint_is_reported_as_deleted(self):
     path = testdata.save_checkpoint(self.train_dir, self.evaluator.model, 50, self.config)
     testdata.delete_checkpoint_files(path)
-    with self.assertRaisesRegex(evaluation.CheckpointDeletedError,
+    with self.assertRaisesRegex(checkpoint_evaluator.CheckpointDeletedError,
                                 "ckpt-50 was deleted before it could be evaluated"):
-      self.evaluator.restore(evaluation.CheckpointRef(path, 50))
+      self.evaluator.restore(checkpoint_evaluator.CheckpointRef(path, 50))
 
   def test_checkpoint_of_another_model_is_a_clear_error(self):
     # A vocabulary of 20 words where the config says 10: the embedding has the wrong shape.
@@ -165,20 +165,20 @@ class EvaluationTest(tf.test.TestCase):
         model=tf.train.Checkpoint(seq_embedding=tf.train.Checkpoint(
             embeddings=tf.Variable(tf.zeros([20, 16])))))
     path = wrong.save(os.path.join(self.train_dir, "wrong_vocab"))
-    with self.assertRaisesRegex(evaluation.CheckpointMismatchError,
+    with self.assertRaisesRegex(checkpoint_evaluator.CheckpointMismatchError,
                                 r"wrong_vocab-1: its variables do not match the model of the "
                                 r"configuration \(vocab_size 10, .*shape"):
-      self.evaluator.restore(evaluation.CheckpointRef(path, 60))
+      self.evaluator.restore(checkpoint_evaluator.CheckpointRef(path, 60))
     # A checkpoint without most of the model's variables.
     partial = tf.train.Checkpoint(step=tf.Variable(70, dtype=tf.int64),
                                   model=tf.train.Checkpoint(other=tf.Variable(1.0)))
     path = partial.save(os.path.join(self.train_dir, "partial"))
-    with self.assertRaisesRegex(evaluation.CheckpointMismatchError,
+    with self.assertRaisesRegex(checkpoint_evaluator.CheckpointMismatchError,
                                 "partial-1: its variables do not match"):
-      self.evaluator.restore(evaluation.CheckpointRef(path, 70))
+      self.evaluator.restore(checkpoint_evaluator.CheckpointRef(path, 70))
 
   def test_captions_markdown(self):
-    text = evaluation.captions_markdown([(7, "a | b", ["x", "y"]), (8, "", ["z"])])
+    text = checkpoint_evaluator.captions_markdown([(7, "a | b", ["x", "y"]), (8, "", ["z"])])
     self.assertEqual(text.splitlines(), [
         "| image id | generated caption | reference captions |",
         "|---|---|---|",

@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from im2txt import configuration
 from im2txt import export_saved_model
-from im2txt import inference
 from im2txt import vocabulary
+from im2txt.inference import captioning
 from tests import inference_testutil
 
 # Runs in a fresh interpreter that cannot import this project: only TensorFlow and the files.
@@ -77,10 +77,10 @@ class ExportSavedModelTest(tf.test.TestCase):
     self.assertEqual({"jpegs": ["string", [None]]}, served["inputs"])
 
     # run_inference's pipeline (ImageReader, Captioner) on the same files, in one batch.
-    reader = inference.ImageReader(self.config.model)
-    captioner = inference.Captioner(self.model, self.vocab, configuration.InferenceConfig())
+    reader = captioning.ImageReader(self.config.model)
+    captioner = captioning.Captioner(self.model, self.vocab, configuration.InferenceConfig())
     expected = captioner.caption_images(tf.stack([reader.read(p) for p in self.jpegs]))
-    self.assertEqual([[" ".join(inference.caption_words(c.sentence, self.vocab)) for c in e]
+    self.assertEqual([[" ".join(captioning.caption_words(c.sentence, self.vocab)) for c in e]
                       for e in expected], served["captions"])
     self.assertAllClose([[c.logprob for c in e] for e in expected], served["log_probs"],
                         rtol=1e-5)

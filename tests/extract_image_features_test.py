@@ -18,13 +18,13 @@ import tensorflow as tf
 
 from beam_jobs import extract_image_features
 from beam_jobs import image_features
-from im2txt import feature_cache
-from im2txt import image_processing
-from im2txt import inference
-from im2txt import inputs
 from im2txt import sequence_example
-from im2txt import train_state
-from im2txt import training
+from im2txt.data import feature_cache
+from im2txt.data import inputs
+from im2txt.inference import captioning
+from im2txt.model import image_processing
+from im2txt.training import train_state
+from im2txt.training import trainer
 from tests import training_testdata as td
 
 # image id -> two captions (word ids without <S>/</S>).
@@ -130,7 +130,7 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
         extra={1: [bad_jpeg, no_image.SerializeToString()]})
     # The random Inception the features and phase 1 share: ckpt-0 of a 0-step run.
     cls.init_dir = os.path.join(cls.tmp, "init")
-    training.train(cls.config, training.TrainOptions(
+    trainer.train(cls.config, trainer.TrainOptions(
         input_file_pattern=cls.pattern, train_dir=cls.init_dir, number_of_steps=0, seed=1,
         inception_checkpoint_file=train_state.RANDOM_INCEPTION, skip_bad_images=True))
     cls.features_dir = os.path.join(cls.tmp, "features")
@@ -229,13 +229,13 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
     results = []
     for pattern, batch in ((self.pattern, image_batch),
                            (os.path.join(self.features_dir, "train-*"), feature_batch)):
-      options = training.TrainOptions(input_file_pattern=pattern, train_dir=self.init_dir,
-                                      strategy="default")
+      options = trainer.TrainOptions(input_file_pattern=pattern, train_dir=self.init_dir,
+                                     strategy="default")
       strategy = tf.distribute.get_strategy()
       state = train_state.build(strategy, self.config, options, len(image_records),
                                 self.create_tempdir().full_path,
                                 feature_cache.feature_shape(pattern))
-      train_step, _ = training.make_train_functions(strategy, state, self.config)
+      train_step, _ = trainer.make_train_functions(strategy, state, self.config)
       out = train_step(batch, tf.zeros([2]))
       results.append((out, [v.numpy() for v in state.model.trainable_variables]))
     (image_out, image_weights), (feature_out, feature_weights) = results
@@ -262,14 +262,14 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
 
   def test_trainer_refuses_phase2_and_a_foreign_inception_on_features(self):
     pattern = os.path.join(self.features_dir, "train-*")
-    options = training.TrainOptions(input_file_pattern=pattern,
-                                    train_dir=os.path.join(self.tmp, "phase2"),
-                                    train_inception=True, inception_checkpoint_file="random")
+    options = trainer.TrainOptions(input_file_pattern=pattern,
+                                   train_dir=os.path.join(self.tmp, "phase2"),
+                                   train_inception=True, inception_checkpoint_file="random")
     with self.assertRaisesRegex(ValueError, "cannot train phase 2"):
-      training.train(self.config, options)
+      trainer.train(self.config, options)
     options.train_inception = False
     with self.assertRaisesRegex(ValueError, "starts from the Inception that computed them"):
-      training.train(self.config, options)
+      trainer.train(self.config, options)
     # What train_state.build checks once Inception is loaded: one weight changed is another one.
     weight = self.model.inception.weights[0]
     saved = weight.numpy()
@@ -294,9 +294,9 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
     train_dir = os.path.join(self.create_tempdir().full_path, "train")
     shutil.copytree(self.init_dir, train_dir)  # ckpt-0: the Inception of the features.
     start = td.inception_values(os.path.join(train_dir, "ckpt-0"))
-    options = training.TrainOptions(input_file_pattern=os.path.join(self.features_dir, "train-*"),
-                                    train_dir=train_dir, number_of_steps=6, seed=2)
-    phase1 = training.train(self.config, options)
+    options = trainer.TrainOptions(input_file_pattern=os.path.join(self.features_dir, "train-*"),
+                                   train_dir=train_dir, number_of_steps=6, seed=2)
+    phase1 = trainer.train(self.config, options)
     self.assertLess(phase1.last_loss, phase1.first_loss)
     # Phase 1 on features kept Inception as it was, in a checkpoint as complete as ever.
     phase1_values = td.inception_values(phase1.last_checkpoint)
@@ -305,7 +305,7 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
       self.assertAllEqual(value, phase1_values[key], msg=key)
     options = dataclasses.replace(options, input_file_pattern=self.pattern, train_inception=True,
                                   number_of_steps=8, skip_bad_images=True)
-    phase2 = training.train(self.config, options)
+    phase2 = trainer.train(self.config, options)
     self.assertEqual((6, 8), (phase2.start_step, phase2.global_step))
     phase2_values = td.inception_values(phase2.last_checkpoint)
     self.assertTrue(any(not np.array_equal(phase1_values[k], phase2_values[k])
@@ -326,8 +326,8 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
     with open(jpeg, "wb") as f:
       f.write(images()[0][1])
     out = io.StringIO()  # run_inference's library, in this process (the binary has its tests).
-    self.assertEqual(0, inference.caption_files(train_dir, vocab, jpeg,
-                                                inference.inference_config(train_dir, {}), out=out))
+    self.assertEqual(0, captioning.caption_files(
+        train_dir, vocab, jpeg, captioning.inference_config(train_dir, {}), out=out))
     self.assertIn("Captions for image image.jpg:", out.getvalue())
     self.assertRegex(out.getvalue(), r"  0\) .* \(p=\d\.\d{6}\)")
 

@@ -1,4 +1,4 @@
-"""Tests for im2txt.image_processing: decoding, crops, distortions and their seeds."""
+"""Tests for im2txt.model.image_processing: decoding, crops, distortions and their seeds."""
 
 import dataclasses
 from unittest import mock
@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from im2txt import configuration
-from im2txt import image_processing
+from im2txt.model import image_processing
 
 
 def _config(**overrides) -> configuration.ModelConfig:

@@ -8,8 +8,8 @@ import numpy as np
 import tensorflow as tf
 
 from im2txt import configuration
-from im2txt import show_and_tell_model
 from im2txt import vocabulary
+from im2txt.model import show_and_tell_model
 
 # A 6-id vocabulary (5 lines + <UNK>): ids 0..4 in file order, <UNK> = 5.
 WORDS = ["<S>", "</S>", "a", "dog", "."]

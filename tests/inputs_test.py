@@ -1,4 +1,4 @@
-"""Tests for im2txt.inputs: records in, exact padded batches out; bad records named or skipped."""
+"""Tests for im2txt.data.inputs: records in, exact padded batches out; bad records named or skipped."""
 
 import os
 import shutil
@@ -7,7 +7,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from im2txt import inputs
+from im2txt.data import inputs
 from tests import training_testdata as td
 
 # image id -> caption words (ids), of different lengths; <S>=1 and </S>=2 are added.

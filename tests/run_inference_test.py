@@ -1,4 +1,4 @@
-"""Tests of run_inference (//im2txt:run_inference) and its library im2txt/inference.py."""
+"""Tests of run_inference (//im2txt:run_inference) and its library im2txt/inference/captioning.py."""
 
 import base64
 import contextlib
@@ -13,11 +13,11 @@ import tempfile
 
 import tensorflow as tf
 
-from im2txt import beam_search_reference
 from im2txt import configuration
-from im2txt import inference
 from im2txt import run_inference
 from im2txt import vocabulary
+from im2txt.inference import beam_search_reference
+from im2txt.inference import captioning
 from tests import inference_testutil
 
 # "  0) a dog . (p=0.040413)"
@@ -32,24 +32,24 @@ class FormatTest(tf.test.TestCase):
     self.vocab = vocabulary.Vocabulary.from_file(path)  # <S>=0 </S>=1 a=2 dog=3 .=4 <UNK>=5
 
   def test_text_is_the_originals(self):
-    captions = [inference.Caption([0, 2, 3, 4, 1], math.log(0.040413), 0.0),
-                inference.Caption([0, 3, 5, 1], math.log(0.0123456789), 0.0)]
+    captions = [captioning.Caption([0, 2, 3, 4, 1], math.log(0.040413), 0.0),
+                captioning.Caption([0, 3, 5, 1], math.log(0.0123456789), 0.0)]
     self.assertEqual(
         "Captions for image COCO_val2014_000000224477.jpg:\n"
         "  0) a dog . (p=0.040413)\n"
         "  1) dog <UNK> (p=0.012346)\n",
-        inference.format_text("/data/images/COCO_val2014_000000224477.jpg", captions,
-                              self.vocab))
+        captioning.format_text("/data/images/COCO_val2014_000000224477.jpg", captions,
+                               self.vocab))
 
   def test_partial_caption_keeps_its_last_word(self):
     # A caption that never reached </S> (max_caption_length too short) loses only its <S>.
-    self.assertEqual(["a", "dog"], inference.caption_words([0, 2, 3], self.vocab))
-    self.assertEqual([], inference.caption_words([0], self.vocab))
+    self.assertEqual(["a", "dog"], captioning.caption_words([0, 2, 3], self.vocab))
+    self.assertEqual([], captioning.caption_words([0], self.vocab))
 
   def test_json(self):
-    captions = [inference.Caption([0, 2, 3, 1], -1.5, -1.5)]
+    captions = [captioning.Caption([0, 2, 3, 1], -1.5, -1.5)]
     self.assertEqual({"file": "d/x.jpg", "captions": ["a dog"], "log_probs": [-1.5]},
-                     json.loads(inference.format_json("d/x.jpg", captions, self.vocab)))
+                     json.loads(captioning.format_json("d/x.jpg", captions, self.vocab)))
 
 
 class RunInferenceTest(tf.test.TestCase):
@@ -71,7 +71,7 @@ class RunInferenceTest(tf.test.TestCase):
     with open(cls.broken, "wb") as f:
       f.write(b"this is not an image")
     # The expected captions: the original's loop, one image at a time, same weights.
-    reader = inference.ImageReader(cls.config.model)
+    reader = captioning.ImageReader(cls.config.model)
     compiled = beam_search_reference.CompiledModel(cls.model)
     cls.expected = {
         path: beam_search_reference.beam_search_reference(
@@ -90,7 +90,7 @@ class RunInferenceTest(tf.test.TestCase):
 
   def _assert_expected(self, path, sentences, probabilities):
     expected = self.expected[path]
-    self.assertEqual([" ".join(inference.caption_words(c.sentence, self.vocab))
+    self.assertEqual([" ".join(captioning.caption_words(c.sentence, self.vocab))
                       for c in expected], sentences)
     self.assertAllClose([math.exp(c.logprob) for c in expected], probabilities,
                         rtol=1e-4, atol=2e-6)
@@ -115,7 +115,7 @@ class RunInferenceTest(tf.test.TestCase):
 
   def test_json_output_batched_from_a_checkpoint_prefix(self):
     out, err = io.StringIO(), io.StringIO()
-    code = inference.caption_files(
+    code = captioning.caption_files(
         self.prefix, self.vocab_file, ",".join(self.jpegs),
         configuration.InferenceConfig(batch_size=2), output_format="json", out=out, err=err)
     self.assertEqual(0, code)
@@ -132,8 +132,8 @@ class RunInferenceTest(tf.test.TestCase):
                                                      batch_size=2)
     train_dir = os.path.join(self.tmp, "train_beam2")
     inference_testutil.write_checkpoint(self.model, config, train_dir)
-    self.assertEqual(inference.inference_config(train_dir, {}), config.inference)
-    self.assertEqual(inference.inference_config(train_dir, {"beam_size": 1, "batch_size": 7}),
+    self.assertEqual(captioning.inference_config(train_dir, {}), config.inference)
+    self.assertEqual(captioning.inference_config(train_dir, {"beam_size": 1, "batch_size": 7}),
                      configuration.InferenceConfig(1, 4, 0.5, 7))
 
     flags = [f"--checkpoint_path={train_dir}", f"--vocab_file={self.vocab_file}",
@@ -187,23 +187,23 @@ class RunInferenceTest(tf.test.TestCase):
         inference_testutil.WORDS + ["cat", "on", "mat"])  # 8 lines + <UNK> = 9 > 8
     with self.assertRaisesRegex(ValueError, f"{re.escape(big_vocab)} has 9 words.*"
                                 f"{re.escape(self.prefix)} predicts 8"):
-      inference.caption_files(self.train_dir, big_vocab, self.jpegs[0],
-                              configuration.InferenceConfig())
+      captioning.caption_files(self.train_dir, big_vocab, self.jpegs[0],
+                               configuration.InferenceConfig())
 
   def test_no_checkpoint(self):
     empty = os.path.join(self.tmp, "empty")
     os.makedirs(empty, exist_ok=True)
     with self.assertRaisesRegex(FileNotFoundError, f"No checkpoint found in directory {empty}"):
-      inference.resolve_checkpoint(empty)
+      captioning.resolve_checkpoint(empty)
     with self.assertRaisesRegex(FileNotFoundError, "No checkpoint at .*/ckpt-99"):
-      inference.resolve_checkpoint(os.path.join(self.train_dir, "ckpt-99"))
-    self.assertEqual(self.prefix, inference.resolve_checkpoint(self.train_dir))
-    self.assertEqual(self.prefix, inference.resolve_checkpoint(self.prefix))
+      captioning.resolve_checkpoint(os.path.join(self.train_dir, "ckpt-99"))
+    self.assertEqual(self.prefix, captioning.resolve_checkpoint(self.train_dir))
+    self.assertEqual(self.prefix, captioning.resolve_checkpoint(self.prefix))
 
   def test_bad_output_format(self):
     with self.assertRaisesRegex(ValueError, "output_format"):
-      inference.caption_files(self.train_dir, self.vocab_file, self.jpegs[0],
-                              configuration.InferenceConfig(), output_format="xml")
+      captioning.caption_files(self.train_dir, self.vocab_file, self.jpegs[0],
+                               configuration.InferenceConfig(), output_format="xml")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ from unittest import mock
 
 import tensorflow as tf
 
-from im2txt import caption_metrics
-from im2txt import caption_scoring
 from im2txt import score_captions
+from im2txt.evaluation import caption_metrics
+from im2txt.evaluation import caption_scoring
 from tests import inference_testutil
 
 # COCO ids of the images, and their raw reference captions (words of the tiny vocabulary and

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from im2txt import configuration
-from im2txt import show_and_tell_model
+from im2txt.model import show_and_tell_model
 from tests import training_testdata as td
 
 

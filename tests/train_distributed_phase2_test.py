@@ -20,15 +20,15 @@ from unittest import mock  # pylint: disable=g-import-not-at-top,g-bad-import-or
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from im2txt import train_state  # pylint: disable=g-import-not-at-top
-from im2txt import training  # pylint: disable=g-import-not-at-top
+from im2txt.training import train_state  # pylint: disable=g-import-not-at-top
+from im2txt.training import trainer  # pylint: disable=g-import-not-at-top
 from tests import training_testdata as td  # pylint: disable=g-import-not-at-top
 
 
 class MirroredPhase2Test(tf.test.TestCase):
 
   def test_synchronised_only_in_phase_2_on_several_replicas(self):
-    options = lambda phase2: training.TrainOptions("data/train-*", "train", train_inception=phase2)
+    options = lambda phase2: trainer.TrainOptions("data/train-*", "train", train_inception=phase2)
     replicas = lambda n: types.SimpleNamespace(num_replicas_in_sync=n)
     self.assertTrue(train_state.synchronized_batch_norm(options(True), replicas(2)))
     self.assertFalse(train_state.synchronized_batch_norm(options(False), replicas(2)))
@@ -45,12 +45,12 @@ class MirroredPhase2Test(tf.test.TestCase):
     results, readers = {}, {}
     for name, strategy, devices in [("one", "default", None),
                                     ("two", "mirrored", ["/cpu:0", "/cpu:1"])]:
-      options = training.TrainOptions(
+      options = trainer.TrainOptions(
           input_file_pattern=pattern, train_dir=os.path.join(tmp, name), number_of_steps=1,
           seed=7, strategy=strategy, devices=devices, train_inception=True, steps_per_loop=1)
       with mock.patch.object(train_state, "synchronized_batch_norm",
                              lambda options, strategy: True):
-        results[name] = training.train(config, options)
+        results[name] = trainer.train(config, options)
       readers[name] = tf.train.load_checkpoint(results[name].last_checkpoint)
 
     # Both runs synchronise (the decision is tested above); the step's loss: normalised per

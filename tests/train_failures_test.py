@@ -8,9 +8,9 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from im2txt import inputs
-from im2txt import train_state
-from im2txt import training
+from im2txt.data import inputs
+from im2txt.training import train_state
+from im2txt.training import trainer
 from tests import training_testdata as td
 
 CAPTIONS = {0: [3, 4], 1: [5, 6, 7], 2: [8], 3: [9, 10]}
@@ -30,11 +30,11 @@ class BadImageTest(tf.test.TestCase):
     cls.bad_file = os.path.join(cls.tmp, "data", "train-00001-of-00002")
 
   def test_undecodable_image_is_named(self):
-    options = training.TrainOptions(input_file_pattern=self.pattern,
-                                    train_dir=os.path.join(self.tmp, "fails"),
-                                    number_of_steps=20, seed=1)
+    options = trainer.TrainOptions(input_file_pattern=self.pattern,
+                                   train_dir=os.path.join(self.tmp, "fails"),
+                                   number_of_steps=20, seed=1)
     with self.assertRaises(inputs.BadInputError) as raised:
-      training.train(td.tiny_config(), options)
+      trainer.train(td.tiny_config(), options)
     message = str(raised.exception)
     self.assertIn("1 of 5 input records", message)
     self.assertIn(f"{self.bad_file} record 1 (image_id 77)", message)
@@ -42,10 +42,10 @@ class BadImageTest(tf.test.TestCase):
     self.assertIsNone(tf.train.latest_checkpoint(options.train_dir))
 
   def test_skip_bad_images_counts_and_trains(self):
-    options = training.TrainOptions(input_file_pattern=self.pattern,
-                                    train_dir=os.path.join(self.tmp, "skips"),
-                                    number_of_steps=4, seed=1, skip_bad_images=True)
-    result = training.train(td.tiny_config(), options)
+    options = trainer.TrainOptions(input_file_pattern=self.pattern,
+                                   train_dir=os.path.join(self.tmp, "skips"),
+                                   number_of_steps=4, seed=1, skip_bad_images=True)
+    result = trainer.train(td.tiny_config(), options)
     self.assertEqual(result.skipped_records, 1)
     self.assertEqual(result.global_step, 4)
     self.assertEqual(tf.train.latest_checkpoint(options.train_dir),
@@ -64,11 +64,11 @@ class VocabularySizeTest(tf.test.TestCase):
     # tiny_config's vocab_size is 16; record 1 of shard 0 (image 2) holds id 16.
     captions = {**CAPTIONS, 2: [8, 16]}
     pattern = td.write_shards(os.path.join(self.tmp, "data"), td.colour_examples(captions), 2)
-    options = training.TrainOptions(input_file_pattern=pattern,
-                                    train_dir=os.path.join(self.tmp, "train"),
-                                    number_of_steps=3, seed=1)
+    options = trainer.TrainOptions(input_file_pattern=pattern,
+                                   train_dir=os.path.join(self.tmp, "train"),
+                                   number_of_steps=3, seed=1)
     with self.assertRaises(ValueError) as raised:
-      training.train(td.tiny_config(batch_size=4), options)
+      trainer.train(td.tiny_config(batch_size=4), options)
     self.assertEqual(
         str(raised.exception).split(". ")[0],
         f"{self.tmp}/data/train-00000-of-00002: record 1 has caption id 16, outside the model's "
@@ -80,11 +80,11 @@ class VocabularySizeTest(tf.test.TestCase):
     vocab_file = os.path.join(self.tmp, "data", "word_counts.txt")
     with open(vocab_file, "w") as f:
       f.write("\n".join(["<S> 9", "</S> 9"] + [f"w{i} 5" for i in range(14)]))  # 17 with <UNK>
-    options = training.TrainOptions(input_file_pattern=pattern,
-                                    train_dir=os.path.join(self.tmp, "train"), number_of_steps=3)
+    options = trainer.TrainOptions(input_file_pattern=pattern,
+                                   train_dir=os.path.join(self.tmp, "train"), number_of_steps=3)
     with self.assertRaisesRegex(ValueError, f"{vocab_file} \\(beside the input shards\\) has "
                                 "17 words with <UNK>, more than the model's vocab_size 16"):
-      training.train(td.tiny_config(), options)
+      trainer.train(td.tiny_config(), options)
     self.assertFalse(os.path.exists(options.train_dir))  # Nothing written.
     with open(vocab_file, "w") as f:
       f.write("\n".join(["<S> 9", "</S> 9"] + [f"w{i} 5" for i in range(13)]))  # 16: fits.
@@ -101,11 +101,11 @@ class DivergenceTest(tf.test.TestCase):
     config = td.tiny_config(initial_learning_rate=1.0, learning_rate_decay_factor=1e37,
                             num_examples_per_epoch=8, num_epochs_per_decay=1.0,
                             clip_gradients=0.0, save_checkpoint_steps=1)
-    options = training.TrainOptions(input_file_pattern=pattern,
-                                    train_dir=os.path.join(tmp, "train"), number_of_steps=10,
-                                    seed=2)
+    options = trainer.TrainOptions(input_file_pattern=pattern,
+                                   train_dir=os.path.join(tmp, "train"), number_of_steps=10,
+                                   seed=2)
     with self.assertRaisesRegex(FloatingPointError, "training stopped without saving") as raised:
-      training.train(config, options)
+      trainer.train(config, options)
     last = tf.train.latest_checkpoint(options.train_dir)
     self.assertIn(f"The last good checkpoint is {last}", str(raised.exception))
     failed_step = int(str(raised.exception).split()[1].rstrip(":"))

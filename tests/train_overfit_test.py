@@ -11,9 +11,9 @@ from unittest import mock
 
 import tensorflow as tf
 
-from im2txt import image_processing
-from im2txt import show_and_tell_model
-from im2txt import training
+from im2txt.model import image_processing
+from im2txt.model import show_and_tell_model
+from im2txt.training import trainer
 from tests import training_testdata as td
 
 # One caption per solid-colour image; the words overlap so the image has to matter.
@@ -41,11 +41,11 @@ class OverfitTest(tf.test.TestCase):
     pattern = td.write_shards(os.path.join(tmp, "data"), examples, 2)
     config = td.tiny_config(vocab_size=16, units=64, lstm_keep=1.0, batch_size=4,
                             summary_every_n_steps=50)
-    options = training.TrainOptions(input_file_pattern=pattern,
-                                    train_dir=os.path.join(tmp, "train"), number_of_steps=200,
-                                    log_every_n_steps=50, seed=3)
+    options = trainer.TrainOptions(input_file_pattern=pattern,
+                                   train_dir=os.path.join(tmp, "train"), number_of_steps=200,
+                                   log_every_n_steps=50, seed=3)
     with mock.patch.object(image_processing, "distort_image", lambda image, seed: image):
-      result = training.train(config, options)
+      result = trainer.train(config, options)
     self.assertGreater(result.first_loss, 2.0)  # about ln(16) = 2.77 at the start
     self.assertLess(result.last_loss, result.first_loss / 20)
 

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from im2txt import optimization
-from im2txt import training
+from im2txt.training import optimization
+from im2txt.training import trainer
 from tests import training_testdata as td
 
 CAPTIONS = {0: [3, 4, 5], 1: [6, 7], 2: [8, 9, 10, 11], 3: [12, 5], 4: [13, 14, 4]}
@@ -25,11 +25,11 @@ class TwoPhasesTest(tf.test.TestCase):
                                                input_shape=(75, 75, 3), pooling="avg")
     source.save_weights(weights_file)
     config = td.tiny_config(summary_every_n_steps=1)
-    options = training.TrainOptions(input_file_pattern=pattern, train_dir=train_dir,
-                                    number_of_steps=2, seed=3,
-                                    inception_checkpoint_file=weights_file)
+    options = trainer.TrainOptions(input_file_pattern=pattern, train_dir=train_dir,
+                                   number_of_steps=2, seed=3,
+                                   inception_checkpoint_file=weights_file)
 
-    phase1 = training.train(config, options)
+    phase1 = trainer.train(config, options)
     self.assertEqual((phase1.start_step, phase1.global_step), (0, 2))
     phase1_values = td.inception_values(phase1.last_checkpoint)
     # Phase 1 started from the weights file and changed none of its values (as the statistics
@@ -49,7 +49,7 @@ class TwoPhasesTest(tf.test.TestCase):
     options.train_inception, options.number_of_steps = True, 4
     options.inception_checkpoint_file = os.path.join(tmp, "no-such-file.h5")
     options.mixed_precision = "bf16"
-    phase2 = training.train(config, options)
+    phase2 = trainer.train(config, options)
     self.assertEqual(tf.keras.mixed_precision.global_policy().name, "float32")
     self.assertEqual((phase2.start_step, phase2.global_step), (2, 4))
     self.assertTrue(np.isfinite(phase2.last_loss))
@@ -81,15 +81,15 @@ class TwoPhasesTest(tf.test.TestCase):
     config = td.tiny_config(summary_every_n_steps=1, train_inception_optimizer="Adam",
                             train_inception_learning_rate=0.0003)
     config.model.image_embedding_batch_norm = True
-    options = training.TrainOptions(input_file_pattern=pattern, train_dir=train_dir,
-                                    number_of_steps=2, seed=3)
-    phase1 = training.train(config, options)
+    options = trainer.TrainOptions(input_file_pattern=pattern, train_dir=train_dir,
+                                   number_of_steps=2, seed=3)
+    phase1 = trainer.train(config, options)
     reader = tf.train.load_checkpoint(phase1.last_checkpoint)
     slots = [k for k in reader.get_variable_to_shape_map() if ".OPTIMIZER_SLOT" in k]
     self.assertEqual(slots, [])  # Plain SGD keeps none.
 
     options.train_inception, options.number_of_steps = True, 4
-    phase2 = training.train(config, options)
+    phase2 = trainer.train(config, options)
     self.assertEqual((phase2.start_step, phase2.global_step), (2, 4))
     reader = tf.train.load_checkpoint(phase2.last_checkpoint)
     names = reader.get_variable_to_shape_map()
@@ -108,7 +108,7 @@ class TwoPhasesTest(tf.test.TestCase):
 
     # A restart of phase 2 continues from its checkpoint (step, weights, Adam state).
     options.number_of_steps = 6
-    resumed = training.train(config, options)
+    resumed = trainer.train(config, options)
     self.assertEqual((resumed.start_step, resumed.global_step), (4, 6))
     self.assertTrue(np.isfinite(resumed.last_loss))
     reader = tf.train.load_checkpoint(resumed.last_checkpoint)
@@ -126,7 +126,7 @@ class TwoPhasesTest(tf.test.TestCase):
     train_dir = os.path.join(tmp, "train")
     # Phase 1 itself would use SGD, but the phase-2 typo is reported before anything is written.
     with self.assertRaisesRegex(ValueError, "train_inception_optimizer 'Adagrad'"):
-      training.train(config, training.TrainOptions(
+      trainer.train(config, trainer.TrainOptions(
           input_file_pattern=pattern, train_dir=train_dir, number_of_steps=2))
     self.assertFalse(tf.io.gfile.exists(train_dir))
     config = td.tiny_config(optimizer="Momentum")
@@ -135,7 +135,7 @@ class TwoPhasesTest(tf.test.TestCase):
     config = td.tiny_config()
     config.model.inception_batch_norm_momentum = -0.1
     with self.assertRaisesRegex(ValueError, "inception_batch_norm_momentum"):
-      training.train(config, training.TrainOptions(
+      trainer.train(config, trainer.TrainOptions(
           input_file_pattern=pattern, train_dir=train_dir, number_of_steps=2))
     self.assertFalse(tf.io.gfile.exists(train_dir))
 

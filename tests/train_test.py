@@ -1,4 +1,4 @@
-"""Tests for im2txt.training: schedule, configuration, a phase 1 run and its restart."""
+"""Tests for im2txt.training.trainer: schedule, configuration, a phase 1 run and its restart."""
 
 import copy
 import glob
@@ -12,11 +12,11 @@ import numpy as np
 import tensorflow as tf
 
 from im2txt import configuration
-from im2txt import inputs
-from im2txt import optimization
-from im2txt import show_and_tell_model
-from im2txt import train_state
-from im2txt import training
+from im2txt.data import inputs
+from im2txt.model import show_and_tell_model
+from im2txt.training import optimization
+from im2txt.training import train_state
+from im2txt.training import trainer
 from tests import training_testdata as td
 
 CAPTIONS = {0: [3, 4, 5], 1: [6, 7], 2: [8, 9, 10, 11], 3: [12, 5], 4: [13, 14, 4]}
@@ -45,57 +45,57 @@ class ScheduleAndConfigTest(tf.test.TestCase):
 
   def test_resolve_config(self):
     train_dir = self.create_tempdir().full_path
-    self.assertEqual(training.resolve_config(train_dir, "small"), configuration.small_config())
-    self.assertEqual(training.resolve_config(train_dir), configuration.default_config())
+    self.assertEqual(trainer.resolve_config(train_dir, "small"), configuration.small_config())
+    self.assertEqual(trainer.resolve_config(train_dir), configuration.default_config())
     with self.assertRaisesRegex(ValueError, "Unknown preset"):
-      training.resolve_config(train_dir, "huge")
+      trainer.resolve_config(train_dir, "huge")
     # An earlier run's config.json wins over the preset...
     tiny = td.tiny_config()
     configuration.save_config(tiny, train_dir)
-    self.assertEqual(training.resolve_config(train_dir, "small"), tiny)
+    self.assertEqual(trainer.resolve_config(train_dir, "small"), tiny)
     # ...but not over an explicit config file,
     other_dir = self.create_tempdir().full_path
     other = configuration.small_config()
     other.training.train_inception_learning_rate = 0.001
     configuration.save_config(other, other_dir)
     other_file = os.path.join(other_dir, "config.json")
-    self.assertEqual(training.resolve_config(train_dir, "default", other_file), other)
+    self.assertEqual(trainer.resolve_config(train_dir, "default", other_file), other)
     # which must not change the model of existing checkpoints.
     with open(os.path.join(train_dir, "checkpoint"), "w") as f:
       f.write('model_checkpoint_path: "ckpt-1"\n')
     open(os.path.join(train_dir, "ckpt-1.index"), "w").close()
     with self.assertRaisesRegex(ValueError, "model section differs"):
-      training.resolve_config(train_dir, "default", other_file)
+      trainer.resolve_config(train_dir, "default", other_file)
 
   def test_invalid_options(self):
     for field, value in [("strategy", "tpu"), ("mixed_precision", "fp8"),
                          ("log_every_n_steps", 0)]:
-      options = training.TrainOptions(input_file_pattern="x", train_dir="y")
+      options = trainer.TrainOptions(input_file_pattern="x", train_dir="y")
       setattr(options, field, value)
       with self.assertRaisesRegex(ValueError, field.split("_")[0]):
-        training.train(td.tiny_config(), options)
+        trainer.train(td.tiny_config(), options)
 
   def test_default_preset_needs_inception_weights_or_random(self):
     tmp = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
     train_dir = os.path.join(tmp, "train")
-    options = training.TrainOptions(input_file_pattern=os.path.join(tmp, "none-*"),
-                                    train_dir=train_dir)
+    options = trainer.TrainOptions(input_file_pattern=os.path.join(tmp, "none-*"),
+                                   train_dir=train_dir)
     # A forgotten flag stops the default preset before anything is written or read.
     with self.assertRaisesRegex(ValueError, "no --inception_checkpoint_file was given.*"
                                 "--inception_checkpoint_file=random"):
-      training.train(configuration.default_config(), options)
+      trainer.train(configuration.default_config(), options)
     self.assertFalse(os.path.exists(train_dir))
     options.inception_checkpoint_file = os.path.join(tmp, "inception_v3.ckpt")
     with self.assertRaisesRegex(FileNotFoundError, "no such file: .*inception_v3.ckpt"):
-      training.train(configuration.default_config(), options)
+      trainer.train(configuration.default_config(), options)
     self.assertFalse(os.path.exists(train_dir))
     # A file that is neither a slim checkpoint nor a Keras .h5 is named before anything is written.
     with open(options.inception_checkpoint_file, "w") as f:
       f.write("not weights")
     with self.assertRaisesRegex(ValueError, "inception_v3.ckpt: neither a TF-slim InceptionV3 "
                                 "checkpoint .* nor a Keras .h5 weights file"):
-      training.train(configuration.default_config(), options)
+      trainer.train(configuration.default_config(), options)
     self.assertFalse(os.path.exists(train_dir))
     # The explicit opt-in, and the small preset's own default, pass the check.
     options.inception_checkpoint_file = train_state.RANDOM_INCEPTION
@@ -118,10 +118,10 @@ class RestartTest(tf.test.TestCase):
     config = td.tiny_config(initial_learning_rate=1.0, num_examples_per_epoch=8,
                             num_epochs_per_decay=2.0, summary_every_n_steps=1,
                             max_checkpoints_to_keep=2)
-    options = training.TrainOptions(input_file_pattern=pattern, train_dir=train_dir,
-                                    number_of_steps=3, seed=4, steps_per_loop=1)
+    options = trainer.TrainOptions(input_file_pattern=pattern, train_dir=train_dir,
+                                   number_of_steps=3, seed=4, steps_per_loop=1)
 
-    first = training.train(config, options)
+    first = trainer.train(config, options)
     self.assertEqual((first.start_step, first.global_step), (0, 3))
     self.assertEqual(first.last_checkpoint, os.path.join(train_dir, "ckpt-3"))
     self.assertEqual(configuration.load_config(train_dir), config)
@@ -133,7 +133,7 @@ class RestartTest(tf.test.TestCase):
     options.number_of_steps = 5
     # The restart reads a new input order: the restored step is folded into the seed.
     with mock.patch.object(inputs, "make_dataset", wraps=inputs.make_dataset) as make_dataset:
-      second = training.train(config, options)
+      second = trainer.train(config, options)
     self.assertEqual(make_dataset.call_args.kwargs["seed"], train_state.input_seed(4, 3))
     self.assertNotEqual(train_state.input_seed(4, 3), 4)
     self.assertEqual(train_state.input_seed(4, 0), 4)
@@ -194,11 +194,11 @@ class FusedStepsTest(tf.test.TestCase):
     super().tearDownClass()
 
   def _train(self, name, steps_per_loop, number_of_steps, config=None):
-    options = training.TrainOptions(input_file_pattern=self.pattern,
-                                    train_dir=os.path.join(self.tmp, name), seed=3,
-                                    number_of_steps=number_of_steps,
-                                    steps_per_loop=steps_per_loop)
-    return training.train(config or self.config, options), options.train_dir
+    options = trainer.TrainOptions(input_file_pattern=self.pattern,
+                                   train_dir=os.path.join(self.tmp, name), seed=3,
+                                   number_of_steps=number_of_steps,
+                                   steps_per_loop=steps_per_loop)
+    return trainer.train(config or self.config, options), options.train_dir
 
   def test_same_losses_and_weights_as_one_step_per_call(self):
     single, single_dir = self._train("single", 1, 7)
@@ -231,7 +231,7 @@ class FusedStepsTest(tf.test.TestCase):
       clock = mock.Mock()
       clock.time.side_effect = (10.0 * i for i in range(10**6))
       config.training.save_checkpoint_secs = secs
-      with mock.patch.object(training, "time", clock):
+      with mock.patch.object(trainer, "time", clock):
         _, train_dir = self._train(f"by_time_{secs}", 1, 6, config)
       steps = sorted(int(p.split("-")[-1][:-len(".index")])
                      for p in glob.glob(os.path.join(train_dir, "ckpt-*.index")))

@@ -1,4 +1,4 @@
-"""Tests for im2txt/training_summaries.py: what is written when, between training loops."""
+"""Tests for im2txt/training/training_summaries.py: what is written when, between training loops."""
 
 import shutil
 import tempfile
@@ -7,7 +7,7 @@ from unittest import mock
 import tensorflow as tf
 
 from im2txt import configuration
-from im2txt import training_summaries
+from im2txt.training import training_summaries
 from tests import training_testdata as td
 
 _OUT = {"batch_loss": 2.5, "total_loss": 2.75, "learning_rate": 0.5, "grad_norm": 1.25}

@@ -15,7 +15,7 @@ from typing import Any, List, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from im2txt import beam_search
+from im2txt.inference import beam_search
 
 
 class Caption(NamedTuple):

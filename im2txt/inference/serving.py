@@ -15,12 +15,12 @@ run_inference, so both give the same captions. A batch with an undecodable JPEG 
 import numpy as np
 import tensorflow as tf
 
-from im2txt import beam_search
 from im2txt import configuration
 from im2txt import file_io
-from im2txt import image_processing
-from im2txt import inference
 from im2txt import vocabulary
+from im2txt.inference import beam_search
+from im2txt.inference import captioning
+from im2txt.model import image_processing
 
 
 def caption_strings(result: beam_search.BeamSearchResult, words: tf.Tensor,
@@ -76,8 +76,8 @@ def export_saved_model(checkpoint_path: str, vocab_file: str, export_dir: str,
                               inference_config.length_normalization_factor)
   if tf.io.gfile.exists(export_dir):
     raise FileExistsError(f"--export_dir {export_dir} already exists; choose a new directory")
-  model, config, checkpoint = inference.load_model(checkpoint_path)
-  vocab = inference.load_vocabulary(vocab_file, config.model, checkpoint)
+  model, config, checkpoint = captioning.load_model(checkpoint_path)
+  vocab = captioning.load_vocabulary(vocab_file, config.model, checkpoint)
   module = CaptionModule(model, vocab, inference_config)
   # Written beside the target and renamed, so a reader never sees half a SavedModel.
   with file_io.atomic_path(export_dir) as tmp_dir:

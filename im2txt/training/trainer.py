@@ -6,9 +6,9 @@ every 8 epochs. Phase 2 (`train_inception=True`, same train_dir): everything fin
 (The defaults are the original's; each phase's optimizer, SGD or Adam, and rate are in the
 config's `training` section.)
 
-    options = training.TrainOptions(input_file_pattern="data/train-?????-of-00256",
-                                    train_dir="model/train", number_of_steps=1000000)
-    result = training.train(configuration.default_config(), options)
+    options = trainer.TrainOptions(input_file_pattern="data/train-?????-of-00256",
+                                   train_dir="model/train", number_of_steps=1000000)
+    result = trainer.train(configuration.default_config(), options)
 
 `train_dir` holds `ckpt-N` (N = global step, the last `max_checkpoints_to_keep`) with their
 `checkpoint` index, each a `tf.train.Checkpoint(step=, model=, optimizer=)`; `config.json`;
@@ -20,9 +20,9 @@ real tokens in the *global* batch, so the replicas' losses (and gradients) add u
 single-device ones; gradients are summed across replicas, then clipped by their global norm.
 Phase 2 on several replicas synchronises Inception's batch norms over the global batch.
 
-Modules: optimization (schedules, optimizers, L2), train_state (build, restore, Inception's
-initial weights), training_summaries (log lines, TensorBoard); this one holds the step and the
-loop. Steps run `steps_per_loop` at a time inside one tf.function (see TrainOptions).
+Modules of im2txt/training: train_options (what a run is asked to do), optimization (schedules,
+optimizers, L2), train_state (build, restore, Inception's initial weights), training_summaries
+(log lines, TensorBoard); this one holds the step and the loop. Steps run `steps_per_loop` at a time inside one tf.function (see TrainOptions).
 """
 
 import contextlib
@@ -39,55 +39,22 @@ from absl import logging
 import tensorflow as tf
 
 from im2txt import configuration
-from im2txt import feature_cache
-from im2txt import inputs
-from im2txt import optimization
-from im2txt import show_and_tell_model
-from im2txt import train_state
-from im2txt import training_summaries
+from im2txt.data import feature_cache
+from im2txt.data import inputs
+from im2txt.model import show_and_tell_model
+from im2txt.training import optimization
+from im2txt.training import train_options
+from im2txt.training import train_state
+from im2txt.training import training_summaries
 
 STRATEGIES = ("mirrored", "multi_worker", "default")
-# TrainOptions.steps_per_loop=0 on a machine with GPUs or TPUs.
-ACCELERATOR_STEPS_PER_LOOP = 20
 MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 _SUM = tf.distribute.ReduceOp.SUM
 
 
-@dataclasses.dataclass
-class TrainOptions:
-  """One training run; train.py fills it from its flags (same names)."""
-
-  # Comma-separated glob patterns of the training TFRecord shards.
-  input_file_pattern: str
-  # Directory of the checkpoints, config.json and TensorBoard events.
-  train_dir: str
-  # Phase 2: fine-tune InceptionV3 too (otherwise it is frozen).
-  train_inception: bool = False
-  # Global step at which training stops (a total, not a count for this run).
-  number_of_steps: int = 1000000
-  # A progress line is logged every this many steps.
-  log_every_n_steps: int = 1
-  # Inception's initial weights, used only when train_dir has no checkpoint yet: a TF-slim
-  # InceptionV3 checkpoint (the original's inception_v3.ckpt), a Keras no-top `.h5` weights file,
-  # or train_state.RANDOM_INCEPTION; empty: random only if training.allow_random_inception.
-  inception_checkpoint_file: str = ""
-  # "mirrored" (all local GPUs, or the CPU), "multi_worker" (TF_CONFIG) or "default" (none).
-  strategy: str = "mirrored"
-  # Devices of the mirrored strategy (None: all local GPUs, or the CPU); tests use logical CPUs.
-  devices: Optional[Sequence[str]] = None
-  # "none", "bf16" or "fp16" (GPUs; fp16 uses dynamic loss scaling).
-  mixed_precision: str = "none"
-  # Skip records whose image does not decode (counted and reported first) instead of stopping.
-  skip_bad_images: bool = False
-  # Seeds the initialisation, the input order and the distortions (reproducible runs).
-  seed: Optional[int] = None
-  # Training steps run inside one tf.function call, with no host sync between them: on an
-  # accelerator a step takes milliseconds and per-step Python and device syncs would decide the
-  # speed. Logs, summaries, checkpoints, the NaN check and SIGTERM act between loops. The first
-  # loop of a run is one step (its loss is first_loss; it also pays for tracing). 0: automatic,
-  # ACCELERATOR_STEPS_PER_LOOP with GPUs or TPUs, else 1 (measured on a 2-core CPU, where a step
-  # takes ~100 ms: 50 fused steps ran at 0.89x the speed of single steps).
-  steps_per_loop: int = 0
+# The trainer's options (in a module of their own: train_state reads them too).
+TrainOptions = train_options.TrainOptions
+ACCELERATOR_STEPS_PER_LOOP = train_options.ACCELERATOR_STEPS_PER_LOOP
 
 
 @dataclasses.dataclass

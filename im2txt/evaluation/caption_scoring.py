@@ -30,11 +30,11 @@ import tensorflow as tf
 
 from beam_jobs import build_report
 from beam_jobs import caption_metadata
-from im2txt import caption_metrics
 from im2txt import configuration
 from im2txt import file_io
-from im2txt import inference
 from im2txt import vocabulary
+from im2txt.evaluation import caption_metrics
+from im2txt.inference import captioning
 
 @dataclasses.dataclass
 class ScoreOptions:
@@ -147,11 +147,11 @@ def _inference_config(config: configuration.Config,
 def caption_images(images: Sequence[caption_metadata.ImageCaptions], options: ScoreOptions,
                    err: TextIO) -> Tuple[Dict[int, str], List[str]]:
   """{image id: best caption, detokenised}, and "path: reason" for the images that failed."""
-  model, config, checkpoint = inference.load_model(options.checkpoint_path)
-  vocab = inference.load_vocabulary(options.vocab_file, config.model, checkpoint)
+  model, config, checkpoint = captioning.load_model(options.checkpoint_path)
+  vocab = captioning.load_vocabulary(options.vocab_file, config.model, checkpoint)
   inference_config = _inference_config(config, options)
-  captioner = inference.Captioner(model, vocab, inference_config)
-  reader = inference.ImageReader(config.model)
+  captioner = captioning.Captioner(model, vocab, inference_config)
+  reader = captioning.ImageReader(config.model)
   captions, failed = {}, []
   start, done = time.time(), 0
   for first in range(0, len(images), inference_config.batch_size):
@@ -165,7 +165,7 @@ def caption_images(images: Sequence[caption_metadata.ImageCaptions], options: Sc
         err.write(f"Error: image {image.image_id}: {e}; skipped\n")
     if batch:
       for image, found in zip(batch, captioner.caption_images(tf.stack(pixels))):
-        words = inference.caption_words(found[0].sentence, vocab) if found else []
+        words = captioning.caption_words(found[0].sentence, vocab) if found else []
         captions[image.image_id] = detokenize(words)
     done += len(images[first:first + inference_config.batch_size])
     rate = done / max(time.time() - start, 1e-9)

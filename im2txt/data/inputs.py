@@ -28,10 +28,10 @@ from absl import logging
 import tensorflow as tf
 
 from im2txt import configuration
-from im2txt import feature_cache
 from im2txt import file_io
-from im2txt import image_processing
 from im2txt import sequence_example
+from im2txt.data import feature_cache
+from im2txt.model import image_processing
 
 
 def _enumerated_records(filename: tf.Tensor) -> tf.data.Dataset:

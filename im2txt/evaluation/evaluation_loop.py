@@ -34,11 +34,11 @@ from typing import Any, Dict, List, Optional
 from absl import logging
 import tensorflow as tf
 
-from im2txt import caption_metrics
 from im2txt import configuration
-from im2txt import evaluation
 from im2txt import file_io
 from im2txt import vocabulary
+from im2txt.evaluation import caption_metrics
+from im2txt.evaluation import checkpoint_evaluator
 
 STATE_FILENAME = "evaluation_state.json"
 # Seconds between looks for the first checkpoint while config.json (and with it the configured
@@ -79,7 +79,7 @@ def checkpoint_step(path: str) -> Optional[int]:
   return int(match.group(1)) if match else None
 
 
-def list_checkpoints(checkpoint_dir: str) -> List[evaluation.CheckpointRef]:
+def list_checkpoints(checkpoint_dir: str) -> List[checkpoint_evaluator.CheckpointRef]:
   """The checkpoints listed in checkpoint_dir's `checkpoint` index file, oldest first."""
   try:
     state = tf.train.get_checkpoint_state(checkpoint_dir)
@@ -98,7 +98,7 @@ def list_checkpoints(checkpoint_dir: str) -> List[evaluation.CheckpointRef]:
       logging.log_first_n(logging.WARNING, "Ignoring checkpoint %s: no global step in its name "
                           "(the trainer saves ckpt-<step>)", 5, path)
       continue
-    refs[path] = evaluation.CheckpointRef(path, step)
+    refs[path] = checkpoint_evaluator.CheckpointRef(path, step)
   return sorted(refs.values(), key=lambda ref: ref.step)
 
 
@@ -127,7 +127,7 @@ class EvaluationLoop:
                eval_overrides: Optional[Dict[str, Any]] = None,
                options: Optional[LoopOptions] = None, stop_event=None,
                config: Optional[configuration.Config] = None,
-               evaluator: Optional[evaluation.CheckpointEvaluator] = None):
+               evaluator: Optional[checkpoint_evaluator.CheckpointEvaluator] = None):
     """Arguments as run_evaluation_loop's; `evaluator`: one to reuse (its own config then
     decides what is evaluated, e.g. num_eval_examples)."""
     # Normalised, so that the state file recognises the directory however it is written.
@@ -200,7 +200,7 @@ class EvaluationLoop:
   def _is_final(self, step: int) -> bool:
     return 0 < self.options.number_of_steps <= step
 
-  def pending_checkpoints(self) -> List[evaluation.CheckpointRef]:
+  def pending_checkpoints(self) -> List[checkpoint_evaluator.CheckpointRef]:
     """Listed checkpoints not evaluated yet, oldest first; logs (once) those it skips."""
     checkpoints = list_checkpoints(self.checkpoint_dir)
     if checkpoints and not self._config_ready():
@@ -221,18 +221,18 @@ class EvaluationLoop:
       pending.append(ref)
     return pending
 
-  def evaluate(self, ref: evaluation.CheckpointRef) -> evaluation.EvalResult:
+  def evaluate(self, ref: checkpoint_evaluator.CheckpointRef) -> checkpoint_evaluator.EvalResult:
     """Evaluates one checkpoint and records it (events, state file, log line)."""
     self._eval_config()
     if self.evaluator is None:
       logging.info("Building the model and reading the val split %s", self.input_file_pattern)
-      self.evaluator = evaluation.CheckpointEvaluator(self.config, self.input_file_pattern,
-                                                      self.vocab)
+      self.evaluator = checkpoint_evaluator.CheckpointEvaluator(
+          self.config, self.input_file_pattern, self.vocab)
     logging.info("Evaluating %s", ref.path)
     result = self.evaluator.evaluate(ref, self.stop_event)
     if self._writer is None:
       self._writer = tf.summary.create_file_writer(self.eval_dir)
-    evaluation.write_summaries(self._writer, result)
+    checkpoint_evaluator.write_summaries(self._writer, result)
     self.last_step = max(self.last_step, result.step)
     write_state(self.eval_dir, {"checkpoint_dir": self.checkpoint_dir,
                                 "last_evaluated_step": self.last_step,
@@ -240,25 +240,26 @@ class EvaluationLoop:
     logging.info("%s", result.summary_line())
     return result
 
-  def run_once(self) -> evaluation.EvalResult:
+  def run_once(self) -> checkpoint_evaluator.EvalResult:
     """Evaluates the latest checkpoint; EvaluationError if there is none or it fails."""
     for attempt in range(ONCE_ATTEMPTS):
       checkpoints = list_checkpoints(self.checkpoint_dir)
       if not checkpoints:
-        raise evaluation.EvaluationError(f"No checkpoint in {self.checkpoint_dir} (expected a "
-                                         "`checkpoint` index file written by the trainer)")
+        raise checkpoint_evaluator.EvaluationError(
+            f"No checkpoint in {self.checkpoint_dir} (expected a `checkpoint` index file written "
+            "by the trainer)")
       try:
         return self.evaluate(checkpoints[-1])
-      except evaluation.CheckpointDeletedError as e:
+      except checkpoint_evaluator.CheckpointDeletedError as e:
         if attempt + 1 == ONCE_ATTEMPTS:
           raise
         logging.warning("%s; evaluating the new latest checkpoint", e)
-      except evaluation.EvaluationStopped:
-        raise evaluation.EvaluationError(
+      except checkpoint_evaluator.EvaluationStopped:
+        raise checkpoint_evaluator.EvaluationError(
             f"Stopped before the evaluation of {checkpoints[-1].path} finished") from None
     raise AssertionError("unreachable")
 
-  def run(self) -> List[evaluation.EvalResult]:
+  def run(self) -> List[checkpoint_evaluator.EvalResult]:
     """Evaluates new checkpoints until a stop condition; returns what was evaluated."""
     if self.options.once:
       return [self.run_once()]
@@ -293,23 +294,23 @@ class EvaluationLoop:
           logging.info("%s", message)
           last_message = message
         self._sleep(self._poll_interval())
-    except evaluation.EvaluationStopped:
+    except checkpoint_evaluator.EvaluationStopped:
       logging.info("Stop requested during an evaluation: abandoned it, nothing written for it")
     if self._stopped():
       logging.info("Stop requested; the evaluator stops after %d evaluation(s)", len(results))
     return results
 
-  def _evaluate_or_skip(self, ref: evaluation.CheckpointRef
-                        ) -> Optional[evaluation.EvalResult]:
+  def _evaluate_or_skip(self, ref: checkpoint_evaluator.CheckpointRef
+                        ) -> Optional[checkpoint_evaluator.EvalResult]:
     self._attempted.add(ref.path)
     try:
       return self.evaluate(ref)
-    except evaluation.CheckpointDeletedError:
+    except checkpoint_evaluator.CheckpointDeletedError:
       logging.warning("Checkpoint %s was deleted before it could be evaluated (the trainer "
                       "keeps only its latest checkpoints); skipping", ref.path)
-    except evaluation.CheckpointMismatchError:
+    except checkpoint_evaluator.CheckpointMismatchError:
       raise
-    except evaluation.EvaluationError as e:
+    except checkpoint_evaluator.EvaluationError as e:
       logging.error("Skipping %s: %s", ref.path, e)
     return None
 
@@ -334,7 +335,7 @@ def run_evaluation_loop(checkpoint_dir: str, eval_dir: str, input_file_pattern: 
                         eval_overrides: Optional[Dict[str, Any]] = None,
                         options: Optional[LoopOptions] = None, stop_event=None,
                         config: Optional[configuration.Config] = None
-                        ) -> List[evaluation.EvalResult]:
+                        ) -> List[checkpoint_evaluator.EvalResult]:
   """Evaluates the checkpoints of `checkpoint_dir` into `eval_dir` until a stop condition.
 
   Args:

@@ -18,7 +18,7 @@ from typing import Callable
 import tensorflow as tf
 
 from im2txt import configuration
-from im2txt import show_and_tell_model
+from im2txt.model import show_and_tell_model
 
 OPTIMIZERS = ("SGD", "Adam")
 

@@ -30,9 +30,9 @@ import tensorflow as tf
 
 from im2txt import configuration
 from im2txt import file_io
-from im2txt import inference
-from im2txt import show_and_tell_model
-from im2txt import slim_inception
+from im2txt.inference import captioning
+from im2txt.model import show_and_tell_model
+from im2txt.model import slim_inception
 
 # BasicLSTMCell's (kernel, bias) names, newest TF1 era first: tf.nn.rnn_cell (TF >= 1.2),
 # tf.contrib.rnn (TF 1.0-1.1), tf.nn.rnn_cell before TF 1.0.
@@ -184,7 +184,7 @@ def convert(original_checkpoint: str, vocab_file: str, output_dir: str) -> str:
   original = OriginalCheckpoint(original_checkpoint)
   config = configuration.default_config()
   config.model = original.model_config()
-  inference.load_vocabulary(vocab_file, config.model, original.path)
+  captioning.load_vocabulary(vocab_file, config.model, original.path)
   step = original.global_step
 
   model = show_and_tell_model.ShowAndTellModel(config.model)

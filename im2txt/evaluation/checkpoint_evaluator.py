@@ -31,15 +31,15 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from im2txt import beam_search
-from im2txt import caption_metrics
 from im2txt import configuration
 from im2txt import file_io
-from im2txt import image_processing
-from im2txt import inputs
 from im2txt import sequence_example
-from im2txt import show_and_tell_model
 from im2txt import vocabulary
+from im2txt.data import inputs
+from im2txt.evaluation import caption_metrics
+from im2txt.inference import beam_search
+from im2txt.model import image_processing
+from im2txt.model import show_and_tell_model
 
 PERPLEXITY_TAG = "Perplexity"
 LOSS_TAG = "Loss"

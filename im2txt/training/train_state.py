@@ -14,22 +14,20 @@ functions, which train() calls first.
 
 import dataclasses
 import os
-from typing import Callable, Optional, TYPE_CHECKING
+from typing import Callable, Optional
 
 from absl import logging
 import tensorflow as tf
 
 from im2txt import configuration
-from im2txt import feature_cache
 from im2txt import file_io
-from im2txt import inputs
-from im2txt import optimization
-from im2txt import show_and_tell_model
-from im2txt import slim_inception
 from im2txt import vocabulary
-
-if TYPE_CHECKING:
-  from im2txt.training import TrainOptions  # pylint: disable=g-bad-import-order
+from im2txt.data import feature_cache
+from im2txt.data import inputs
+from im2txt.model import show_and_tell_model
+from im2txt.model import slim_inception
+from im2txt.training import optimization
+from im2txt.training import train_options
 
 # --inception_checkpoint_file value asking for a randomly initialised Inception.
 RANDOM_INCEPTION = "random"
@@ -56,7 +54,8 @@ def config_source(train_dir: str) -> str:
   return f"{train_dir}/{configuration.CONFIG_FILENAME}"
 
 
-def check_inception_source(config: configuration.Config, options: "TrainOptions") -> None:
+def check_inception_source(config: configuration.Config,
+                           options: train_options.TrainOptions) -> None:
   """A fresh run knows where Inception's weights come from, before anything is written."""
   source = options.inception_checkpoint_file
   if source == RANDOM_INCEPTION or tf.train.latest_checkpoint(options.train_dir):
@@ -71,7 +70,8 @@ def check_inception_source(config: configuration.Config, options: "TrainOptions"
     slim_inception.weights_file_format(source)  # Its errors name the file and what it lacks.
 
 
-def check_vocabulary_fits(config: configuration.Config, options: "TrainOptions") -> None:
+def check_vocabulary_fits(config: configuration.Config,
+                          options: train_options.TrainOptions) -> None:
   """The data's word_counts.txt (the Beam job writes it beside the shards) has no more words than
   the model predicts; checked before the first step, as its ids would be out of range."""
   first_shard = file_io.expand_patterns(options.input_file_pattern, "--input_file_pattern")[0]
@@ -87,7 +87,7 @@ def check_vocabulary_fits(config: configuration.Config, options: "TrainOptions")
         f"hold caption ids the model cannot predict. Set model.vocab_size to at least {size}.")
 
 
-def check_feature_records(options: "TrainOptions",
+def check_feature_records(options: train_options.TrainOptions,
                           features: Optional[feature_cache.FeatureShape]) -> None:
   """Feature records (cached Inception features, feature_cache; `features` is their shape,
   None for image records) train phase 1 only, from Inception weights that can match the ones
@@ -125,7 +125,8 @@ def restored_step(train_dir: str) -> int:
   return int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def synchronized_batch_norm(options: "TrainOptions", strategy: tf.distribute.Strategy) -> bool:
+def synchronized_batch_norm(options: train_options.TrainOptions,
+                            strategy: tf.distribute.Strategy) -> bool:
   """Phase 2 on several replicas normalises Inception's activations over the global batch, not
   each replica's share (4 images of the original's 32 on 8 GPUs). One replica keeps the fused
   kernel, whose moving variance uses the unbiased n/(n-1) estimate (the synchronised one the
@@ -134,7 +135,7 @@ def synchronized_batch_norm(options: "TrainOptions", strategy: tf.distribute.Str
 
 
 def build(strategy: tf.distribute.Strategy, config: configuration.Config,
-          options: "TrainOptions", global_batch: int, checkpoint_dir: str,
+          options: train_options.TrainOptions, global_batch: int, checkpoint_dir: str,
           features: Optional[feature_cache.FeatureShape]) -> TrainState:
   """The model, global step, optimizer and checkpoint manager, restored or initialised;
   `features`: the shape of the input's feature records (None for image records)."""
@@ -160,7 +161,7 @@ def build(strategy: tf.distribute.Strategy, config: configuration.Config,
   return TrainState(model, step, lr_fn, optimizer, checkpoint, manager, restored)
 
 
-def _initialise_inception(model, config, options: "TrainOptions", global_batch: int,
+def _initialise_inception(model, config, options: train_options.TrainOptions, global_batch: int,
                           features: Optional[feature_cache.FeatureShape]) -> None:
   """A fresh run's Inception: the weights file, or random weights with calibrated batch norm."""
   if options.inception_checkpoint_file not in ("", RANDOM_INCEPTION):
@@ -182,7 +183,7 @@ def _initialise_inception(model, config, options: "TrainOptions", global_batch: 
                   options.inception_checkpoint_file or "<none>", images.shape[0])
 
 
-def _restore(model, step, optimizer, options: "TrainOptions") -> Optional[str]:
+def _restore(model, step, optimizer, options: train_options.TrainOptions) -> Optional[str]:
   """Restores train_dir's last checkpoint and returns its path; None when there is none."""
   latest = tf.train.latest_checkpoint(options.train_dir)
   if not latest:

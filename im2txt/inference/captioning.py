@@ -22,13 +22,13 @@ from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, TextIO, T
 from absl import logging
 import tensorflow as tf
 
-from im2txt import beam_search
-from im2txt import caption_page
 from im2txt import configuration
 from im2txt import file_io
-from im2txt import image_processing
-from im2txt import show_and_tell_model
 from im2txt import vocabulary
+from im2txt.inference import beam_search
+from im2txt.inference import caption_page
+from im2txt.model import image_processing
+from im2txt.model import show_and_tell_model
 
 OUTPUT_FORMATS = ("text", "json", "html")
 

@@ -23,8 +23,8 @@ from typing import List, Tuple
 import tensorflow as tf
 
 from im2txt import configuration
-from im2txt import slim_inception
-from im2txt import tfa_ops
+from im2txt.model import slim_inception
+from im2txt.model import tfa_ops
 
 State = Tuple[tf.Tensor, tf.Tensor]
 

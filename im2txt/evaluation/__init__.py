@@ -1,0 +1,1 @@
+"""Evaluation: the concurrent checkpoint evaluator, caption metrics, and scoring a whole split."""

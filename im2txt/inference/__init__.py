@@ -1,0 +1,1 @@
+"""Inference: batched beam search, captioning JPEG files, the caption page, the SavedModel."""
