@@ -13,6 +13,9 @@ COCO evaluation splits, or Flickr8k/30k):
 
   ... --karpathy_split_file=dataset_coco.json --image_dir=$COCO --output_dir=$OUT
 
+Beyond the original: concepts.txt beside word_counts.txt, and in every record its image's
+concept ids (im2txt/concepts.py); --num_concepts=0 writes exactly the original's records.
+
 Any other flag is a Beam pipeline option (--runner, --direct_num_workers, --project, ...).
 Without runner options the job runs on the DirectRunner in multi-processing mode on all cores.
 Other runners' workers import this code as the installed package (`pip install .`; Dataflow,
@@ -41,6 +44,7 @@ from beam_jobs import build_report
 from beam_jobs import caption_metadata
 from beam_jobs import shard_writer
 from beam_jobs.build_report import Tally
+from im2txt import concepts
 from im2txt import vocabulary
 
 # The job's temp directory inside output_dir: shard plans, per-shard reports, partial shards.
@@ -80,6 +84,12 @@ def parse_args(argv: Optional[List[str]]):
   parser.add_argument("--word_counts_output_file", default="",
                       help="Output vocabulary file of word counts (default: "
                            "<output_dir>/word_counts.txt).")
+  parser.add_argument("--num_concepts", type=int, default=concepts.DEFAULT_NUM_CONCEPTS,
+                      help="Visual concepts (the most frequent training words that are not stop "
+                           "words) written to concepts.txt and, per image, as each record's "
+                           "image/concept_ids; 0 writes neither (the original's records).")
+  parser.add_argument("--concepts_output_file", default="",
+                      help="Output concept vocabulary file (default: <output_dir>/concepts.txt).")
   parser.add_argument("--max_caption_tokens", type=int, default=100,
                       help="Captions of more tokens (<S> and </S> included) are dropped as junk "
                            "(the longest COCO caption has about 50); 0 keeps all.")
@@ -90,6 +100,8 @@ def parse_args(argv: Optional[List[str]]):
   for name in ("train_shards", "val_shards", "test_shards"):
     if getattr(args, name) < 1:
       parser.error(f"--{name} must be at least 1")
+  if args.num_concepts < 0:
+    parser.error("--num_concepts must be at least 0")
   if args.karpathy_split_file and not args.image_dir:
     parser.error("--karpathy_split_file needs --image_dir")
   return args, pipeline_args
@@ -148,12 +160,29 @@ def _remove_stale_shards(output_dir: str, expected: set) -> int:
   return removed
 
 
+def _write_concepts(concepts_file: str, word_counts, num_concepts: int):
+  """Writes concepts.txt from the vocabulary and returns its ConceptVocabulary; with
+  num_concepts 0, returns None and removes a concepts.txt of an earlier run instead (it would
+  describe records that no longer carry concept ids)."""
+  if not num_concepts:
+    if tf.io.gfile.exists(concepts_file):
+      tf.io.gfile.remove(concepts_file)
+      _LOGGER.info("Removed %s of an earlier run (--num_concepts=0)", concepts_file)
+    return None
+  selected = concepts.select_concepts(word_counts, num_concepts)
+  concepts.write_concepts(concepts_file, selected)
+  _LOGGER.info("Wrote %d concepts to %s", len(selected), concepts_file)
+  return concepts.ConceptVocabulary([word for word, _ in selected], source=concepts_file)
+
+
 def run(argv: Optional[List[str]] = None) -> build_report.BuildSummary:
   """Runs the whole job; returns (and prints) its summary."""
   args, pipeline_args = parse_args(argv)
   start = time.time()
   output_dir = args.output_dir
   vocab_file = args.word_counts_output_file or os.path.join(output_dir, "word_counts.txt")
+  concepts_file = args.concepts_output_file or os.path.join(output_dir,
+                                                            concepts.CONCEPTS_FILENAME)
   num_shards = {"train": args.train_shards, "val": args.val_shards, "test": args.test_shards}
 
   # Metadata: captions, splits and vocabulary, in the driver (no image is read here).
@@ -165,12 +194,14 @@ def run(argv: Optional[List[str]] = None) -> build_report.BuildSummary:
   word_counts = caption_metadata.word_counts(splits["train"], args.min_word_count)
   vocabulary.write_word_counts(vocab_file, word_counts)
   _LOGGER.info("Wrote vocabulary of %d words to %s", len(word_counts), vocab_file)
+  concept_vocab = _write_concepts(concepts_file, word_counts, args.num_concepts)
 
   tmp_dir = os.path.join(output_dir, TMP_DIRNAME)
   _recreate_dir(tmp_dir)
   spec_paths, expected = [], set()
   for split in build_report.SPLITS:
-    for spec in caption_metadata.plan_shards(split, splits[split], num_shards[split]):
+    for spec in caption_metadata.plan_shards(split, splits[split], num_shards[split],
+                                             concept_vocab=concept_vocab):
       spec_paths.append(shard_writer.write_shard_spec(spec, tmp_dir))
       expected.add(spec.name)
     _LOGGER.info("Planned %s: %d images in %d shards", split, len(splits[split]),
@@ -192,7 +223,9 @@ def run(argv: Optional[List[str]] = None) -> build_report.BuildSummary:
       counts=dict(collections.Counter(worker_counts) + tally.counts),
       examples=dict(reports.examples), num_shards=num_shards,
       output_dir=output_dir, vocab_file=vocab_file, vocab_size=len(word_counts),
-      min_word_count=args.min_word_count, max_caption_tokens=args.max_caption_tokens)
+      min_word_count=args.min_word_count, max_caption_tokens=args.max_caption_tokens,
+      concepts_file=concepts_file if concept_vocab is not None else "",
+      num_concepts=len(concept_vocab) if concept_vocab is not None else 0)
   summary.stale_shards_removed = _remove_stale_shards(output_dir, expected)
   tf.io.gfile.rmtree(tmp_dir)
   summary.seconds = time.time() - start

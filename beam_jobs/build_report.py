@@ -147,6 +147,9 @@ class BuildSummary:
   vocab_size: int
   min_word_count: int
   max_caption_tokens: int
+  # concepts.txt and its number of concepts; "" with --num_concepts=0.
+  concepts_file: str = ""
+  num_concepts: int = 0
   seconds: float = 0.0
   stale_shards_removed: int = 0
 
@@ -182,6 +185,8 @@ class BuildSummary:
                    f"{self.num_shards.get(split, 0):>8}")
     lines.append(f"  vocabulary: {self.vocab_size} words (min_word_count={self.min_word_count}) "
                  f"in {self.vocab_file}")
+    lines.append(f"  concepts: {self.num_concepts} words in {self.concepts_file}"
+                 if self.concepts_file else "  concepts: none (--num_concepts=0)")
     lines += self._section("images dropped", IMAGE_DROP_REASONS)
     lines.append(f"  records dropped with their images: {c(RECORDS_DROPPED_BAD_IMAGE, 0)}")
     lines += self._section("images converted to RGB JPEG", IMAGE_CONVERSIONS)

@@ -14,6 +14,10 @@ instead: train and restval -> train, val -> val, test -> test.
 Each split becomes one record per (image, caption), shuffled with random.Random(12345) -- the
 original's random.seed(12345); random.shuffle -- so an image's captions land in different shards,
 then cut into `num_shards` contiguous ranges. Same inputs, same plan, on any runner.
+
+With a concept vocabulary (im2txt/concepts.py), each record also carries its image's concept ids,
+computed here from all of the image's captions: a shard holds only some of an image's records,
+so the writer of a shard could not compute them from what it reads.
 """
 
 import collections
@@ -27,6 +31,7 @@ import tensorflow as tf
 
 from beam_jobs import build_report
 from beam_jobs.build_report import Tally
+from im2txt import concepts
 from im2txt import vocabulary
 
 # The original builder's shuffle seed.
@@ -63,11 +68,13 @@ class RecordSpec:
   """One record to write: the image to read and the caption tokens joined by ' '.
 
   `first_of_image` marks one record per image, where image-level events are counted once.
+  `concept_ids` are the image's (every record of an image has the same), None for none at all.
   """
   image_id: int
   path: str
   tokens: str
   first_of_image: bool
+  concept_ids: Optional[Tuple[int, ...]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,14 +92,17 @@ class ShardSpec:
   def to_json(self) -> str:
     return json.dumps({"split": self.split, "shard_index": self.shard_index,
                        "num_shards": self.num_shards,
-                       "records": [[r.image_id, r.path, r.tokens, r.first_of_image]
-                                   for r in self.records]})
+                       "records": [[r.image_id, r.path, r.tokens, r.first_of_image,
+                                    r.concept_ids] for r in self.records]})
 
   @classmethod
   def from_json(cls, text: str) -> "ShardSpec":
     data = json.loads(text)
-    return cls(data["split"], data["shard_index"], data["num_shards"],
-               tuple(RecordSpec(*r) for r in data["records"]))
+    # JSON has lists only: the ids come back as the tuple they were.
+    records = tuple(RecordSpec(image_id, path, tokens, first,
+                               None if concept_ids is None else tuple(concept_ids))
+                    for image_id, path, tokens, first, concept_ids in data["records"])
+    return cls(data["split"], data["shard_index"], data["num_shards"], records)
 
 
 def shard_name(split: str, shard_index: int, num_shards: int) -> str:
@@ -266,16 +276,28 @@ def word_counts(train_images: Sequence[TokenizedImage],
   return kept
 
 
+def _image_concept_ids(image: TokenizedImage,
+                       concept_vocab: Optional[concepts.ConceptVocabulary]):
+  if concept_vocab is None:
+    return None
+  return tuple(concept_vocab.concept_ids(line.split(" ") for line in image.token_lines))
+
+
 def plan_shards(split: str, images: Sequence[TokenizedImage], num_shards: int,
-                seed: int = SHUFFLE_SEED) -> List[ShardSpec]:
+                seed: int = SHUFFLE_SEED,
+                concept_vocab: Optional[concepts.ConceptVocabulary] = None) -> List[ShardSpec]:
   """One record per (image, caption), shuffled with `seed`, cut into contiguous shards.
 
   Shard i holds records [i*n//num_shards, (i+1)*n//num_shards): sizes differ by at most one.
+  With `concept_vocab`, every record carries the concept ids of all its image's captions.
   """
   if num_shards < 1:
     raise ValueError(f"{split}: the number of shards must be at least 1, got {num_shards}")
-  records = [RecordSpec(image.image_id, image.path, line, k == 0)
-             for image in images for k, line in enumerate(image.token_lines)]
+  records = []
+  for image in images:
+    concept_ids = _image_concept_ids(image, concept_vocab)  # One tuple, shared by its records.
+    records += [RecordSpec(image.image_id, image.path, line, k == 0, concept_ids)
+                for k, line in enumerate(image.token_lines)]
   random.Random(seed).shuffle(records)
   n = len(records)
   return [ShardSpec(split, i, num_shards,

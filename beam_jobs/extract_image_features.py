@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from beam_jobs import build_mscoco_data
 from beam_jobs import image_features
+from im2txt import concepts
 from im2txt import configuration
 from im2txt import file_io
 from im2txt.data import feature_cache
@@ -129,11 +130,13 @@ def _pending(shards, output_dir: str, info: dict):
 
 def _copy_vocabulary(input_shard: str, output_dir: str) -> None:
   """word_counts.txt travels with the shards: the trainer checks the records' ids against it
-  (the one beside `input_shard`, the input's first shard)."""
-  source = os.path.join(os.path.dirname(input_shard), train_state.VOCAB_FILENAME)
-  if tf.io.gfile.exists(source):
-    with tf.io.gfile.GFile(source, "rb") as f:
-      file_io.write_file(os.path.join(output_dir, train_state.VOCAB_FILENAME), f.read())
+  (the one beside `input_shard`, the input's first shard). So does concepts.txt, when there is
+  one: the records' image/concept_ids are its line numbers."""
+  for name in (train_state.VOCAB_FILENAME, concepts.CONCEPTS_FILENAME):
+    source = os.path.join(os.path.dirname(input_shard), name)
+    if tf.io.gfile.exists(source):
+      with tf.io.gfile.GFile(source, "rb") as f:
+        file_io.write_file(os.path.join(output_dir, name), f.read())
 
 
 def run(argv: Optional[List[str]] = None):

@@ -9,8 +9,8 @@ Each DoFn call reads its own images, checks them, writes the TFRecord file under
 name and renames it when complete. Image bytes never cross a shuffle and a worker holds one image
 at a time, so memory does not grow with the dataset. A killed or retried call leaves at most a
 temporary file (in the job's temp directory, which the next run clears), never a truncated
-shard under a final name. Output bytes depend only on the spec and the image files, so any
-runner and any number of workers produce identical shards.
+shard under a final name. Output bytes depend only on the spec (concept ids included) and the
+image files, so any runner and any number of workers produce identical shards.
 """
 
 import logging
@@ -81,8 +81,9 @@ def write_shard(spec: ShardSpec, output_dir: str, tmp_dir: str, vocab: vocabular
         records_dropped += 1
         continue
       tokens = record.tokens.split(" ")
+      # The image's concept ids come with the plan (None: none, the original's records).
       example = sequence_example.make_sequence_example(record.image_id, image.data, tokens,
-                                                       vocab.ids(tokens))
+                                                       vocab.ids(tokens), record.concept_ids)
       # deterministic=True sorts the context map's keys: the same record is always the same bytes.
       writer.write(example.SerializeToString(deterministic=True))
       records_written += 1

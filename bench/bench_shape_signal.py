@@ -10,13 +10,18 @@ preprocessing (random crop and flip). Only the loss differs between the runs:
   classifier   the baseline: a softmax over the 5 shapes on Inception's pooled features
   captioner    the demo's caption loss: every word of one of the image's 5 captions
   shape_word   the same captions, the loss on the shape word alone
+  concepts     the product's concept head (model.num_concepts, im2txt/model/concept_head.py)
+               on the concepts of the image's 5 captions (concepts.select_concepts of the
+               sample's words), its multi-label loss alone: a concept pretraining of Inception
 Every --eval_every steps, each run names the shape of the same held-out images (central crop,
 inference mode): the classifier by its argmax; the captioners by the most probable of the five
 shape words after "<S> a single <colour>" (teacher-forced, the caption template the sample
-uses), and the colour by the most probable colour word after "<S> a single". The ratio is each
-run's held-out shape accuracy over the classifier's at the same step.
+uses), and the colour by the most probable colour word after "<S> a single"; the concept head by
+the most probable of its five shape concepts (and six colour concepts). The ratio is each run's
+held-out shape accuracy over the classifier's at the same step.
 """
 
+import dataclasses
 import io
 import random
 import time
@@ -29,12 +34,14 @@ from PIL import Image
 import tensorflow as tf
 
 from beam_jobs import make_sample_dataset as sample
+from im2txt import concepts
 from im2txt import configuration
+from im2txt.model import concept_head
 from im2txt.model import image_processing
 from im2txt.model import show_and_tell_model
 from im2txt.training import optimization
 
-RUNS = ("classifier", "captioner", "shape_word")
+RUNS = ("classifier", "captioner", "shape_word", "concepts")
 
 flags.DEFINE_integer("steps", 1500, "Training steps per run (batch 32, fresh images).")
 flags.DEFINE_integer("eval_every", 250, "Steps between held-out scorings.")
@@ -42,6 +49,11 @@ flags.DEFINE_integer("num_eval_images", 300, "Held-out images.")
 flags.DEFINE_list("runs", list(RUNS), f"Which runs, of {RUNS}.")
 flags.DEFINE_integer("image_size", 96, "The sample images' size, as the demo's.")
 flags.DEFINE_integer("seed", 0, "Seed of the images and of the training order.")
+flags.DEFINE_enum("concept_loss", "sigmoid", ["sigmoid", "softmax"],
+                  "The concepts run's loss: sigmoid cross-entropy per concept, or a softmax over "
+                  "the concepts with the image's concepts as a uniform target distribution.")
+flags.DEFINE_float("learning_rate", 0.0, "Adam's learning rate (0: the small preset's phase-2 "
+                   "rate, 0.0003).")
 FLAGS = flags.FLAGS
 
 BATCH_SIZE = 32
@@ -71,6 +83,11 @@ def _images(count: int, seed: int, size: int) -> Tuple[np.ndarray, List[sample.L
   return pixels, labels, captions
 
 
+def _concept_words(vocab: Dict[str, int]) -> List[str]:
+  """The sample's concepts: its words that are not stop words (concepts.select_concepts)."""
+  return [w for w, _ in concepts.select_concepts([(w, 1) for w in vocab], len(vocab))]
+
+
 def _encode(caption: str, vocab: Dict[str, int]) -> Tuple[List[int], List[int], List[float]]:
   """(input ids, target ids, mask), MAX_TOKENS each: <S> w1 .. wn -> w1 .. wn </S>."""
   ids = [vocab["<S>"]] + [vocab[w] for w in caption.split()] + [vocab["</S>"]]
@@ -86,14 +103,19 @@ class Run:
                calibration_images: tf.Tensor):
     self.loss, self.config, self.vocab = loss, config, vocab
     tf.keras.utils.set_random_seed(FLAGS.seed)
+    self.concept_words = _concept_words(vocab)
+    if loss == "concepts":
+      config = dataclasses.replace(config, model=dataclasses.replace(
+          config.model, num_concepts=len(self.concept_words), concept_loss_weight=1.0))
+      self.config = config
     self.model = show_and_tell_model.ShowAndTellModel(config.model, train_inception=True)
     self.model.build_all()
     self.model.calibrate_inception_batch_norm(calibration_images)
     self.head = tf.keras.layers.Dense(len(sample.SHAPES), name="shape_head")
     self.head.build([None, 2048])
     training = config.training
-    self.optimizer = optimization.make_optimizer(training, True,
-                                                 training.train_inception_learning_rate)
+    self.optimizer = optimization.make_optimizer(
+        training, True, FLAGS.learning_rate or training.train_inception_learning_rate)
     self.shape_ids = tf.constant([vocab[s] for s in sample.SHAPES], tf.int64)
     self.colour_ids = tf.constant([vocab[c] for c in sample.COLOURS], tf.int64)
     self.step = tf.function(self._step)
@@ -101,12 +123,22 @@ class Run:
   def _variables(self):
     if self.loss == "classifier":
       return self.model.inception.trainable_variables + self.head.trainable_variables
+    if self.loss == "concepts":
+      return (self.model.inception.trainable_variables +
+              self.model.concept_head.trainable_variables)
     return self.model.trainable_variables
 
-  def _step(self, images, shapes, inputs, targets, mask):
+  def _step(self, images, shapes, inputs, targets, mask, concept_targets):
     training = self.config.training
     with tf.GradientTape() as tape:
-      if self.loss == "classifier":
+      if self.loss == "concepts":
+        logits = self.model.concept_head(self.model.image_features(images, training=True))
+        if FLAGS.concept_loss == "softmax":
+          target = concept_targets / tf.reduce_sum(concept_targets, -1, keepdims=True)
+          loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(target, logits))
+        else:
+          loss = tf.reduce_mean(concept_head.concept_losses(logits, concept_targets))
+      elif self.loss == "classifier":
         logits = self.head(self.model.image_features(images, training=True))
         loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
             shapes, logits, from_logits=True))
@@ -132,13 +164,19 @@ class Run:
     if self.loss == "classifier":
       features = self.model.image_features(images, training=False)
       return float(np.mean(np.argmax(self.head(features).numpy(), 1) == shapes)), float("nan")
+    colours = np.array([list(sample.COLOURS).index(l.colour) for l in labels])
+    if self.loss == "concepts":
+      probs = self.model.concept_probabilities(images).numpy()
+      index = {w: i for i, w in enumerate(self.concept_words)}
+      named_shapes = np.argmax(probs[:, [index[s] for s in sample.SHAPES]], 1)
+      named_colours = np.argmax(probs[:, [index[c] for c in sample.COLOURS]], 1)
+      return float(np.mean(named_shapes == shapes)), float(np.mean(named_colours == colours))
     v = self.vocab
     prefix = [v[w] for w in PROBE_TEMPLATE.split()[:2]]
     seqs = tf.constant([[v["<S>"]] + prefix + [v[l.colour]] for l in labels])
     logits = self.model({"images": images, "input_seqs": seqs}, training=False)
     named_shapes = np.argmax(tf.gather(logits[:, 3], self.shape_ids, axis=1).numpy(), 1)
     named_colours = np.argmax(tf.gather(logits[:, 2], self.colour_ids, axis=1).numpy(), 1)
-    colours = np.array([list(sample.COLOURS).index(l.colour) for l in labels])
     return float(np.mean(named_shapes == shapes)), float(np.mean(named_colours == colours))
 
 
@@ -183,6 +221,7 @@ def main(argv):
   speeds = {}
   for name in FLAGS.runs:
     run = Run(name, config, vocab, eval_images[:64])
+    concept_index = {w: i for i, w in enumerate(run.concept_words)}
     rng = random.Random(FLAGS.seed)
     table[name] = {0: run.score(eval_images, eval_labels)}
     started, losses = time.time(), []
@@ -191,9 +230,14 @@ def main(argv):
       encoded = [_encode(rng.choice(c), vocab) for c in train_captions[batch]]
       inputs, targets, mask = (np.array([e[j] for e in encoded]) for j in range(3))
       shapes = np.array([sample.SHAPES.index(l.shape) for l in train_labels[batch]])
+      concept_targets = np.zeros([BATCH_SIZE, len(concept_index)], np.float32)
+      for k, image_captions in enumerate(train_captions[batch]):
+        for word in {w for c in image_captions for w in c.split()} & set(concept_index):
+          concept_targets[k, concept_index[word]] = 1.0
       images = preprocess(train_pixels[batch], seed=step)
       losses.append(float(run.step(images, tf.constant(shapes), tf.constant(inputs),
-                                   tf.constant(targets), tf.constant(mask, tf.float32))))
+                                   tf.constant(targets), tf.constant(mask, tf.float32),
+                                   tf.constant(concept_targets))))
       if step % FLAGS.eval_every == 0 or step == FLAGS.steps:
         table[name][step] = run.score(eval_images, eval_labels)
         shape, colour = table[name][step]

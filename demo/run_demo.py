@@ -8,8 +8,10 @@ Steps, each through the product's own binaries (as a user would run them):
   2. beam_jobs/build_mscoco_data     TFRecords + word_counts.txt (Beam)        -> OUT/data
   3. im2txt/evaluate                 started now, beside training              -> OUT/model/eval
   4. im2txt/train phase 1            Inception frozen, on cached features     -> OUT/model/train
-     (train --number_of_steps=0 initialises the random Inception, then
-     beam_jobs/extract_image_features computes each image's features once -> OUT/features)
+     (train --number_of_steps=0 initialises the random Inception; with --concept_steps,
+     train --objective=concepts first pretrains it and the concept head on the captions'
+     concepts; then beam_jobs/extract_image_features computes each image's features once
+     -> OUT/features)
   5. im2txt/train phase 2            everything trained, same train_dir
   6. the evaluator finishes the last checkpoint and exits
   7. im2txt/run_inference            held-out (test split) images             -> OUT/inference
@@ -59,6 +61,9 @@ class DemoOptions:
   num_train_images: int = 1500
   num_val_images: int = 600
   image_size: int = 96
+  # Concept pretraining of the random Inception (train --objective=concepts) before phase 1;
+  # 0: none.
+  concept_steps: int = 0
   phase1_steps: int = 600
   phase2_steps: int = 500
   batch_size: int = 32
@@ -235,10 +240,15 @@ def _run_steps(options: DemoOptions, out: str, logs: str) -> DemoResult:
   config.input.batch_size = options.batch_size
   config.training.save_checkpoint_steps = options.checkpoint_every
   config.training.max_checkpoints_to_keep = options.keep_checkpoints
+  if options.concept_steps:
+    # The concept head the pretraining trains, its probabilities given to the LSTM at the
+    # start (LSTM-A); 32 outputs hold the sample's 20 concepts.
+    config.model = dataclasses.replace(config.model, num_concepts=32, concept_loss_weight=1.0,
+                                       concept_input="start")
   config_file = os.path.join(model_dir, "demo_config.json")
   with open(config_file, "w") as f:
     json.dump(configuration.config_to_dict(config), f, indent=2)
-  total_steps = options.phase1_steps + options.phase2_steps
+  total_steps = options.concept_steps + options.phase1_steps + options.phase2_steps
 
   _log(f"3/8 evaluator started beside training -> {eval_dir}")
   os.makedirs(train_dir, exist_ok=True)
@@ -250,7 +260,9 @@ def _run_steps(options: DemoOptions, out: str, logs: str) -> DemoResult:
       _module_command("im2txt.evaluate", [
           f"--input_file_pattern={data_dir}/val-*", f"--checkpoint_dir={train_dir}",
           f"--eval_dir={eval_dir}", "--eval_interval_secs=5",
-          f"--num_eval_examples={options.eval_num_examples}", "--min_global_step=1",
+          # Not the pretraining's checkpoints: their decoder has not trained yet.
+          f"--num_eval_examples={options.eval_num_examples}",
+          f"--min_global_step={options.concept_steps + 1}",
           f"--vocab_file={vocab_file}", f"--num_caption_images={options.eval_caption_images}",
           f"--number_of_steps={total_steps}"]),
       EVALUATOR_NICENESS, eval_log)
@@ -267,14 +279,20 @@ def _run_steps(options: DemoOptions, out: str, logs: str) -> DemoResult:
     _run("im2txt.train", common + [images, "--inception_checkpoint_file=random",
                                    "--number_of_steps=0"],
          os.path.join(logs, "train_init.log"))
+    if options.concept_steps:
+      _log(f"    concept pretraining: Inception and the concept head, {options.concept_steps} "
+           "steps on the images' concepts")
+      _run("im2txt.train", common + [images, "--objective=concepts", "--train_inception=true",
+                                     f"--number_of_steps={options.concept_steps}"],
+           os.path.join(logs, "train_concepts.log"))
     _run("beam_jobs.extract_image_features",
          [f"--input_file_pattern={data_dir}/train-*", f"--output_dir={features_dir}",
           f"--train_dir={train_dir}", f"--num_views={NUM_FEATURE_VIEWS}",
           f"--seed={options.seed}"],
          os.path.join(logs, "extract_image_features.log"))
+    phase1_end = options.concept_steps + options.phase1_steps
     _run("im2txt.train", common + [f"--input_file_pattern={features_dir}/train-*",
-                                   "--train_inception=false",
-                                   f"--number_of_steps={options.phase1_steps}"],
+                                   "--train_inception=false", f"--number_of_steps={phase1_end}"],
          os.path.join(logs, "train_phase1.log"))
     _log(f"5/8 phase 2: everything trained on the images, to step {total_steps}")
     _run("im2txt.train", common + [images, "--train_inception=true",

@@ -53,6 +53,19 @@ class ModelConfig:
   image_embedding_batch_norm: bool = False
   # Scale of the uniform initializer of every variable not loaded from a checkpoint.
   initializer_scale: float = 0.08
+  # Visual concepts (not in the original; im2txt/concepts.py, im2txt/model/concept_head.py): a
+  # sigmoid head on Inception's pooled features predicts which concept words (concepts.txt,
+  # written by the Beam job) an image's captions name. Outputs of the head (>= the lines of
+  # concepts.txt, as vocab_size is to word_counts.txt); 0: no head, the original's model.
+  num_concepts: int = 0
+  # Weight of the head's multi-label loss (summed over concepts, averaged over images) beside
+  # the caption loss.
+  concept_loss_weight: float = 0.0
+  # How the predicted concept probabilities reach the LSTM (Yao et al.'s LSTM-A): "none", "start"
+  # (projected and added to the image embedding, the LSTM's first input) or "every_step"
+  # (projected and added to every input, the image embedding and each word). The caption loss
+  # does not train the head through them: the probabilities stay the head's own.
+  concept_input: str = "none"
 
 
 @dataclasses.dataclass

@@ -6,6 +6,12 @@ r"""Exports a checkpoint as a SavedModel that captions JPEG bytes with beam sear
 Serving signature `serving_default`: jpegs (string [B]) -> captions (string [B, beam_size]),
 log_probs (float32 [B, beam_size]). It loads with tf.saved_model.load alone, without this
 project, and captions as run_inference does (see im2txt/inference/serving.py).
+
+A model with a concept head (model.num_concepts > 0) also returns concepts (string [B, k], the
+top-k concept words, best first) and concept_probs (float32 [B, k]), k = min(5, the number of
+concepts), as run_inference shows them. Their words are built into the SavedModel from
+concepts.txt beside --vocab_file (where build_mscoco_data writes it), or --concepts_file; without
+that file such a model is an error (exit 2).
 """
 
 import sys
@@ -32,6 +38,9 @@ flags.DEFINE_integer("max_caption_length", None,
 flags.DEFINE_float("length_normalization_factor", None,
                    "If > 0, complete captions are ranked by logprob / length**factor."
                    + _FROM_CONFIG)
+flags.DEFINE_string("concepts_file", "",
+                    "The concept words of a model with a concept head (the data's "
+                    "concepts.txt). Default: concepts.txt beside --vocab_file.")
 
 
 def main(argv):
@@ -41,7 +50,7 @@ def main(argv):
   try:
     inference_config = captioning.inference_config(FLAGS.checkpoint_path, given)
     path = serving.export_saved_model(FLAGS.checkpoint_path, FLAGS.vocab_file, FLAGS.export_dir,
-                                      inference_config)
+                                      inference_config, concepts_file=FLAGS.concepts_file)
   except (ValueError, FileNotFoundError, FileExistsError) as e:
     print(f"Error: {e}", file=sys.stderr)
     return 2

@@ -10,8 +10,19 @@ prints, per image, the original's lines:
 or, with --output_format=json, one JSON object per image, or with --output_format=html
 --output_file=captions.html, one page to open in a browser: each image inline with its captions
 and probabilities, and the files that could not be captioned, with the reason.
+
+A model with a concept head (model.num_concepts > 0) also shows what its encoder sees: each
+image's --num_concepts_shown (5) most probable concepts, best first, in every format; in text,
+one more line per image:
+      concepts: red (0.98), circle (0.91), white (0.75), background (0.62), square (0.40)
+in JSON, "concepts": [{"word": "red", "probability": 0.9812}, ...]. Their words come from
+concepts.txt beside --vocab_file (where build_mscoco_data writes it), or --concepts_file. Without
+that file such a model is an error (exit 2), unless --num_concepts_shown=0. A model without a
+head shows its captions alone, exactly as before.
+
 The model's sizes come from the config.json beside the checkpoint. Exit code 1 if any file
-could not be captioned (the others still are), 2 on a bad checkpoint, vocabulary or pattern.
+could not be captioned (the others still are), 2 on a bad checkpoint, vocabulary, concepts file
+or pattern.
 """
 
 import io
@@ -49,6 +60,12 @@ flags.DEFINE_enum("output_format", "text", list(captioning.OUTPUT_FORMATS),
 flags.DEFINE_string("output_file", "",
                     "Write the output to this file (atomically, when complete) instead of "
                     "stdout, e.g. captions.html; open it in a browser.")
+flags.DEFINE_string("concepts_file", "",
+                    "The concept words of a model with a concept head (the data's "
+                    "concepts.txt). Default: concepts.txt beside --vocab_file.")
+flags.DEFINE_integer("num_concepts_shown", 5,
+                     "For a model with a concept head: the most probable concepts shown per "
+                     "image, best first. 0: none (and no concepts file needed).", lower_bound=0)
 
 
 def main(argv):
@@ -59,7 +76,9 @@ def main(argv):
     inference_config = captioning.inference_config(FLAGS.checkpoint_path, given)
     out = io.StringIO() if FLAGS.output_file else sys.stdout
     code = captioning.caption_files(FLAGS.checkpoint_path, FLAGS.vocab_file, FLAGS.input_files,
-                                    inference_config, FLAGS.output_format, out=out)
+                                    inference_config, FLAGS.output_format, out=out,
+                                    concepts_file=FLAGS.concepts_file,
+                                    num_concepts_shown=FLAGS.num_concepts_shown)
     if FLAGS.output_file:
       file_io.write_file(FLAGS.output_file, out.getvalue())
       print(f"Wrote {FLAGS.output_file}", file=sys.stderr)

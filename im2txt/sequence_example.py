@@ -9,6 +9,12 @@ The original's reader reads only image/data and image/caption_ids, so parsing re
 those two: a record without image/caption parses with an empty caption, one without
 image/image_id with image_id -1.
 
+Visual concepts (im2txt/concepts.py): the Beam job adds one more context feature, which the
+original's reader ignores,
+  image/concept_ids  int64 [K]  the sorted ids (lines of concepts.txt) of the concepts named in
+                                any of the image's captions
+A record without it (the original builder's) parses with concept_ids [] and has_concepts False.
+
 Feature records (beam_jobs/extract_image_features, for phase 1 on cached Inception features) are
 the same records without image/data and with two more context features:
   image/features       float   [views * dim]  InceptionV3's pooled features of `views` crops of
@@ -18,7 +24,7 @@ the same records without image/data and with two more context features:
   image/feature_views  int64   views
 """
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from google.protobuf import message
 import tensorflow as tf
@@ -29,17 +35,22 @@ CAPTION_FEATURE = "image/caption"
 CAPTION_IDS_FEATURE = "image/caption_ids"
 IMAGE_FEATURES_FEATURE = "image/features"
 FEATURE_VIEWS_FEATURE = "image/feature_views"
+CONCEPT_IDS_FEATURE = "image/concept_ids"
 
 
 def make_sequence_example(image_id: int, image_data: bytes, tokens: Sequence[str],
-                          caption_ids: Sequence[int]) -> tf.train.SequenceExample:
-  """Builds one record; pure protobuf, no TensorFlow ops (cheap inside Beam workers)."""
+                          caption_ids: Sequence[int],
+                          concept_ids: Optional[Sequence[int]] = None) -> tf.train.SequenceExample:
+  """Builds one record; pure protobuf, no TensorFlow ops (cheap inside Beam workers).
+  `concept_ids` None writes no image/concept_ids (the original's records); [] writes it empty."""
   if len(tokens) != len(caption_ids):
     raise ValueError(f"image {image_id}: {len(tokens)} tokens but {len(caption_ids)} caption ids")
   example = tf.train.SequenceExample()
   context = example.context.feature
   context[IMAGE_ID_FEATURE].int64_list.value.append(int(image_id))
   context[IMAGE_DATA_FEATURE].bytes_list.value.append(bytes(image_data))
+  if concept_ids is not None:
+    context[CONCEPT_IDS_FEATURE].int64_list.value.extend(int(i) for i in concept_ids)
   lists = example.feature_lists.feature_list
   caption = lists[CAPTION_FEATURE]
   for token in tokens:
@@ -58,6 +69,7 @@ def _parse(serialized: tf.Tensor, image_key: str,
       context_features={
           IMAGE_ID_FEATURE: tf.io.FixedLenFeature([], dtype=tf.int64, default_value=-1),
           image_key: image_feature,
+          CONCEPT_IDS_FEATURE: tf.io.VarLenFeature(dtype=tf.int64),
       },
       sequence_features={
           CAPTION_FEATURE: tf.io.FixedLenSequenceFeature([], dtype=tf.string,
@@ -69,6 +81,7 @@ def _parse(serialized: tf.Tensor, image_key: str,
       image_key: context[image_key],
       "caption": sequence[CAPTION_FEATURE],
       "caption_ids": sequence[CAPTION_IDS_FEATURE],
+      "concept_ids": context[CONCEPT_IDS_FEATURE].values,
   }
 
 
@@ -76,7 +89,7 @@ def parse_sequence_example(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
   """Parses one serialized record (a scalar string tensor) inside tf.data.
 
   Returns image_id (int64 scalar, -1 if missing), image_data (string scalar), caption (string
-  [T], [0] if missing) and caption_ids (int64 [T]).
+  [T], [0] if missing), caption_ids (int64 [T]) and concept_ids (int64 [K], [0] if missing).
   """
   parsed = _parse(serialized, IMAGE_DATA_FEATURE, tf.io.FixedLenFeature([], dtype=tf.string))
   parsed["image_data"] = parsed.pop(IMAGE_DATA_FEATURE)
@@ -96,7 +109,21 @@ def parse_sequence_example_proto(serialized: bytes) -> dict:
       "image_data": context[IMAGE_DATA_FEATURE].bytes_list.value[0],
       "caption": [f.bytes_list.value[0].decode("utf-8") for f in lists[CAPTION_FEATURE].feature],
       "caption_ids": [f.int64_list.value[0] for f in lists[CAPTION_IDS_FEATURE].feature],
+      # `in` first: indexing a protobuf map inserts the missing key.
+      "concept_ids": (list(context[CONCEPT_IDS_FEATURE].int64_list.value)
+                      if CONCEPT_IDS_FEATURE in context else []),
+      "has_concepts": CONCEPT_IDS_FEATURE in context,
   }
+
+
+def has_concept_ids(serialized: bytes) -> bool:
+  """True for a record written with image/concept_ids (by this project's Beam job); False for
+  the original builder's records and for bytes that are no SequenceExample."""
+  try:
+    context = tf.train.SequenceExample.FromString(serialized).context.feature
+  except message.DecodeError:
+    return False
+  return CONCEPT_IDS_FEATURE in context
 
 
 # --- feature records ----------------------------------------------------------------------------

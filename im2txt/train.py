@@ -19,6 +19,7 @@ from absl import logging
 
 from im2txt import configuration
 from im2txt import console
+from im2txt.training import train_options
 from im2txt.training import trainer
 
 FLAGS = flags.FLAGS
@@ -32,6 +33,10 @@ flags.DEFINE_string("inception_checkpoint_file", "",
                     "(the default preset requires one of them; the small preset starts random).")
 flags.DEFINE_string("train_dir", None, "Directory for checkpoints, config.json and summaries.")
 flags.DEFINE_boolean("train_inception", False, "Whether to train the Inception submodel too.")
+flags.DEFINE_enum("objective", "cross_entropy", list(train_options.OBJECTIVES),
+                  "cross_entropy: the captions' next-word loss (plus the concept head's loss "
+                  "when the model has one); concepts: the concept head's loss alone, a "
+                  "pretraining of Inception (with --train_inception) from the captions' words.")
 flags.DEFINE_integer("number_of_steps", 1000000, "Global step at which training stops.")
 flags.DEFINE_integer("log_every_n_steps", 1, "Frequency at which loss and speed are logged.")
 flags.DEFINE_enum("preset", "default", sorted(configuration.PRESETS),
@@ -63,6 +68,7 @@ def main(argv):
       input_file_pattern=FLAGS.input_file_pattern,
       train_dir=FLAGS.train_dir,
       train_inception=FLAGS.train_inception,
+      objective=FLAGS.objective,
       number_of_steps=FLAGS.number_of_steps,
       log_every_n_steps=FLAGS.log_every_n_steps,
       inception_checkpoint_file=FLAGS.inception_checkpoint_file,

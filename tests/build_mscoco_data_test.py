@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import shutil
 import tempfile
 import unittest
 from unittest import mock
@@ -30,12 +31,15 @@ from beam_jobs import image_check
 from beam_jobs import make_sample_dataset as sample
 from beam_jobs import shard_writer
 from beam_jobs.build_report import Tally
+from im2txt import concepts
 from im2txt import sequence_example
 from im2txt import vocabulary
 
 IN_MEMORY = ["--runner=DirectRunner", "--direct_running_mode=in_memory",
              "--direct_num_workers=1"]
 SHARD_FLAGS = ["--train_shards=3", "--val_shards=2", "--test_shards=2"]
+# Fewer than the sample vocabulary's concept words, so the cap shows.
+NUM_CONCEPTS = 12
 
 
 def _encode(mode="RGB", size=(24, 16), fmt="JPEG", colour=(200, 30, 30)):
@@ -192,6 +196,24 @@ class CaptionMetadataTest(unittest.TestCase):
     self.assertEqual(caption_metadata.plan_shards("train", images, 4), specs)
     self.assertEqual(caption_metadata.ShardSpec.from_json(specs[1].to_json()), specs[1])
     self.assertEqual([len(s.records) for s in caption_metadata.plan_shards("val", [], 2)], [0, 0])
+    self.assertEqual({r.concept_ids for s in specs for r in s.records}, {None})
+
+  def test_plan_shards_gives_every_record_its_images_concepts(self):
+    images = [caption_metadata.TokenizedImage(1, "1.jpg", ("<S> a red circle </S>",
+                                                           "<S> the circle is big </S>")),
+              caption_metadata.TokenizedImage(2, "2.jpg", ("<S> a thing </S>",)),
+              caption_metadata.TokenizedImage(3, "3.jpg", ("<S> big blue </S>", "<S> red </S>"))]
+    concept_vocab = concepts.ConceptVocabulary(["circle", "red", "blue", "big"])
+    specs = caption_metadata.plan_shards("train", images, 2, concept_vocab=concept_vocab)
+    expected = {1: (0, 1, 3), 2: (), 3: (1, 2, 3)}  # Of all the image's captions.
+    self.assertEqual([(r.image_id, r.concept_ids) for s in specs for r in s.records],
+                     [(r.image_id, expected[r.image_id]) for s in specs for r in s.records])
+    # The same shuffle as without concepts.
+    self.assertEqual([(r.image_id, r.tokens) for s in specs for r in s.records],
+                     [(r.image_id, r.tokens) for s in caption_metadata.plan_shards(
+                         "train", images, 2) for r in s.records])
+    for spec in specs:
+      self.assertEqual(caption_metadata.ShardSpec.from_json(spec.to_json()), spec)
 
 
 class ImageCheckTest(unittest.TestCase):
@@ -270,7 +292,8 @@ class WriteShardsTransformTest(unittest.TestCase):
       tmp_dir = os.path.join(tmp, "job_tmp")
       for sub in (shard_writer.SPEC_DIRNAME, shard_writer.REPORT_DIRNAME):
         os.makedirs(os.path.join(tmp_dir, sub))
-      specs = caption_metadata.plan_shards("val", images, 3)
+      specs = caption_metadata.plan_shards(
+          "val", images, 3, concept_vocab=concepts.ConceptVocabulary(["zebra", "red"]))
       spec_paths = [shard_writer.write_shard_spec(spec, tmp_dir) for spec in specs]
       expected = []
       for spec in specs:
@@ -304,6 +327,9 @@ class WriteShardsTransformTest(unittest.TestCase):
       unk = 3
       self.assertEqual({tuple(r["caption_ids"]) for rs in records.values() for r in rs},
                        {(0, 2, unk, unk, 1), (0, 2, unk, 1)})
+      # Both concepts on every record, "a zebra" ones too: the ids are the image's.
+      self.assertEqual({(tuple(r["concept_ids"]), r["has_concepts"])
+                        for rs in records.values() for r in rs}, {((0, 1), True)})
       self.assertEqual([n for n in os.listdir(tmp_dir) if ".tmp-" in n], [])
 
 
@@ -316,6 +342,9 @@ class FlagsTest(unittest.TestCase):
     self.assertEqual((args.train_image_dir, args.val_captions_file),
                      ("/tmp/train2014/", "/tmp/captions_val2014.json"))
     self.assertEqual(rest, ["--runner=DirectRunner"])
+    self.assertEqual((args.num_concepts, args.concepts_output_file), (1000, ""))
+    with self.assertRaises(SystemExit), mock.patch("sys.stderr", io.StringIO()):
+      build_mscoco_data.parse_args(["--num_concepts=-1"])
 
   def test_direct_runner_defaults_to_all_cores_in_processes(self):
     direct = build_mscoco_data.pipeline_options([]).view_as(DirectOptions)
@@ -348,13 +377,77 @@ class BuildMscocoDataRunTest(unittest.TestCase):
 
   @classmethod
   def flags(cls, output_dir):
-    return cls.dataset.build_args() + [f"--output_dir={output_dir}"] + SHARD_FLAGS
+    return cls.dataset.build_args() + [f"--output_dir={output_dir}",
+                                       f"--num_concepts={NUM_CONCEPTS}"] + SHARD_FLAGS
 
   def test_output_files(self):
     self.assertEqual(sorted(os.listdir(self.out)),
-                     ["test-00000-of-00002", "test-00001-of-00002", "train-00000-of-00003",
-                      "train-00001-of-00003", "train-00002-of-00003", "val-00000-of-00002",
-                      "val-00001-of-00002", "word_counts.txt"])
+                     ["concepts.txt", "test-00000-of-00002", "test-00001-of-00002",
+                      "train-00000-of-00003", "train-00001-of-00003", "train-00002-of-00003",
+                      "val-00000-of-00002", "val-00001-of-00002", "word_counts.txt"])
+
+  def _word_counts(self):
+    with open(os.path.join(self.out, "word_counts.txt"), encoding="utf-8") as f:
+      return [(w, int(c)) for w, c in (line.split(" ") for line in f.read().split("\n"))]
+
+  def _captions_by_image(self):
+    """Image id -> every caption the job keeps, tokenized, from the test's own JSON files."""
+    captions = collections.defaultdict(list)
+    for path in (self.dataset.train_captions_file, self.dataset.val_captions_file):
+      with open(path, encoding="utf-8") as f:
+        for annotation in json.load(f)["annotations"]:
+          tokens = vocabulary.caption_tokens(annotation["caption"])
+          if 2 < len(tokens) <= 100:  # Empty and too long (--max_caption_tokens) are dropped.
+            captions[annotation["image_id"]].append(tokens)
+    return captions
+
+  def test_concepts_file_is_chosen_from_word_counts(self):
+    with open(os.path.join(self.out, "concepts.txt"), encoding="utf-8") as f:
+      lines = f.read().split("\n")
+    expected = concepts.select_concepts(self._word_counts(), NUM_CONCEPTS)
+    self.assertEqual(lines, [f"{w} {c}" for w, c in expected])
+    self.assertEqual(len(lines), NUM_CONCEPTS)
+    # Capped: the vocabulary has more concept words.
+    self.assertGreater(len(concepts.select_concepts(self._word_counts(), 1000)), NUM_CONCEPTS)
+    self.assertEqual((self.summary.concepts_file, self.summary.num_concepts),
+                     (os.path.join(self.out, "concepts.txt"), NUM_CONCEPTS))
+    self.assertIn(f"  concepts: {NUM_CONCEPTS} words in {self.out}/concepts.txt\n",
+                  self.summary.format())
+
+  def test_every_record_has_the_concepts_of_all_its_images_captions(self):
+    words = [w for w, _ in concepts.select_concepts(self._word_counts(), NUM_CONCEPTS)]
+    captions = self._captions_by_image()
+    checked = wider = 0
+    for split in ("train", "val", "test"):
+      for records in _read_records(os.path.join(self.out, f"{split}-*")).values():
+        for r in records:
+          expected = sorted({words.index(t) for tokens in captions[r["image_id"]]
+                             for t in tokens if t in words})
+          self.assertEqual((r["concept_ids"], r["has_concepts"]), (expected, True),
+                           (split, r["image_id"]))
+          own = {words.index(t) for t in r["caption"] if t in words}
+          wider += own != set(expected)
+          checked += 1
+    self.assertEqual(checked, 121)
+    self.assertGreater(wider, 0)  # Not just the record's own caption.
+
+  def test_num_concepts_zero_writes_the_records_as_before(self):
+    # Into a copy of the output: an earlier run's concepts.txt is removed with the concepts.
+    out = os.path.join(self._tmp.name, "out_no_concepts")
+    shutil.copytree(self.out, out)
+    summary = build_mscoco_data.run(self.flags(out) + ["--num_concepts=0"] + IN_MEMORY)
+    self.assertNotIn("concepts.txt", os.listdir(out))
+    self.assertEqual((summary.concepts_file, summary.num_concepts), ("", 0))
+    self.assertIn("  concepts: none (--num_concepts=0)\n", summary.format())
+    reference = _read_records(os.path.join(self.out, "*-of-*"))
+    records = _read_records(os.path.join(out, "*-of-*"))
+    self.assertEqual(sorted(records), sorted(reference))
+    for name, rs in records.items():
+      for r in rs:
+        self.assertEqual((r.pop("concept_ids"), r.pop("has_concepts")), ([], False))
+      for r in reference[name]:
+        del r["concept_ids"], r["has_concepts"]
+      self.assertEqual(rs, reference[name], name)
 
   def test_exact_record_counts_per_split(self):
     for split, records, images in (("train", 106, 21), ("val", 5, 1), ("test", 10, 2)):

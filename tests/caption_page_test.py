@@ -41,6 +41,19 @@ class CaptionPageTest(unittest.TestCase):
     self.assertIn("&lt;img src=x onerror=alert(2)&gt;", page)
     self.assertEqual(page.count("<img "), 1)  # Only the real image.
 
+  def test_concepts_under_the_captions_escaped(self):
+    page = caption_page.render([
+        caption_page.Entry("a/dog.jpg", JPEG, [("a dog .", 0.25)],
+                           concepts=[("<b>dog</b>", 0.98765), ("a&b", 0.5), ("grass", 0.004)]),
+        caption_page.Entry("a/cat.jpg", JPEG, [("a cat .", 0.5)]),
+    ], title="Captions")
+    self.assertIn(
+        '<li>a dog . <span class="p">(p=0.250000)</span></li></ol>'
+        '<div class="concepts">concepts: &lt;b&gt;dog&lt;/b&gt; <span class="p">(0.99)</span>, '
+        'a&amp;b <span class="p">(0.50)</span>, grass <span class="p">(0.00)</span></div>', page)
+    self.assertNotIn("<b>", page)
+    self.assertEqual(page.count('<div class="concepts">'), 1)  # None for an entry without.
+
 
 if __name__ == "__main__":
   unittest.main()

@@ -166,7 +166,7 @@ class DistributionTest(unittest.TestCase):
       self.assertIn(line, direct)
     self.assertRegex(direct, r"\n  train +\d+ +\d+ +3\n")
     names = sorted(os.listdir(direct_dir))
-    self.assertEqual(names, ["test-00000-of-00002", "test-00001-of-00002",
+    self.assertEqual(names, ["concepts.txt", "test-00000-of-00002", "test-00001-of-00002",
                              "train-00000-of-00003", "train-00001-of-00003",
                              "train-00002-of-00003", "val-00000-of-00002", "val-00001-of-00002",
                              "word_counts.txt"])
@@ -196,9 +196,9 @@ class DistributionTest(unittest.TestCase):
           shards[name] = f.read()
       outputs[runner] = counts, shards
     counts, shards = outputs["direct"]
-    self.assertEqual(sorted(shards), ["image_features.json", "train-00000-of-00003",
-                                      "train-00001-of-00003", "train-00002-of-00003",
-                                      "word_counts.txt"])
+    self.assertEqual(sorted(shards), ["concepts.txt", "image_features.json",
+                                      "train-00000-of-00003", "train-00001-of-00003",
+                                      "train-00002-of-00003", "word_counts.txt"])
     self.assertEqual(dict(counts)["shards written"], "3")
     self.assertGreater(int(dict(counts)["images through InceptionV3"]), 10)
     self.assertEqual(outputs["dask"][0], counts)

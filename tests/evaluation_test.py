@@ -1,6 +1,7 @@
-"""Tests for im2txt.evaluation: perplexity, restore errors, references (captions: see
-evaluation_captions_test)."""
+"""Tests for im2txt.evaluation: perplexity, restore errors, references, a concept head's
+metrics (captions: see evaluation_captions_test)."""
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -11,6 +12,7 @@ import tensorflow as tf
 from im2txt import sequence_example
 from im2txt import vocabulary
 from im2txt.evaluation import checkpoint_evaluator
+from im2txt.evaluation import concept_metrics
 from im2txt.model import image_processing
 from tests import evaluation_testdata as testdata
 
@@ -185,6 +187,98 @@ class EvaluationTest(tf.test.TestCase):
         "| 7 | a \\| b | x<br>y |",
         "| 8 |   | z |",
     ])
+
+
+class ConceptEvaluationTest(tf.test.TestCase):
+  """A model with a concept head, evaluated on records with image/concept_ids."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.TemporaryDirectory()
+    config = testdata.tiny_config()
+    # 12 outputs for the records' 3 concepts: 9 columns no target names, as when num_concepts is
+    # larger than concepts.txt.
+    cls.config = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, num_concepts=12, concept_loss_weight=1.0, concept_input="start"))
+    cls.pattern = testdata.write_val_split(os.path.join(cls.tmp.name, "data"),
+                                           testdata.CONCEPT_WORDS)
+    cls.evaluator = checkpoint_evaluator.CheckpointEvaluator(cls.config, cls.pattern)
+
+  @classmethod
+  def tearDownClass(cls):
+    cls.tmp.cleanup()
+    super().tearDownClass()
+
+  def test_records_with_and_without_concept_ids_are_told_apart(self):
+    self.assertEqual(testdata.image_concept_ids(testdata.CONCEPT_WORDS),
+                     {11: [0, 2], 12: [1, 2], 13: [0, 1]})
+    self.assertTrue(self.evaluator.evaluates_concepts)
+    self.assertTrue(checkpoint_evaluator.records_carry_concept_ids(self.pattern))
+    original = testdata.write_val_split(os.path.join(self.tmp.name, "original"))
+    self.assertFalse(checkpoint_evaluator.records_carry_concept_ids(original))
+
+  def _central_crops(self, image_ids):
+    return tf.stack([image_processing.process_image(testdata.jpeg(i), self.config.model,
+                                                    is_training=False) for i in image_ids])
+
+  def _spread_concept_head(self, model, image_ids, seed):
+    """Random concept head weights under which the images' logits differ widely (std 2):
+    Inception's random features share a large common component, which the bias cancels."""
+    features = model.image_features(self._central_crops(image_ids)).numpy().astype(np.float64)
+    mean = features.mean(axis=0)
+    kernel = np.random.RandomState(seed).normal(size=[features.shape[1], 12])
+    kernel *= 2.0 / np.std((features - mean) @ kernel)
+    model.concept_head.kernel.assign(kernel.astype(np.float32))
+    model.concept_head.bias.assign((-mean @ kernel).astype(np.float32))
+
+  def test_concept_scalars_equal_the_metrics_of_the_checkpoints_probabilities(self):
+    model = self.evaluator.model
+    image_ids = [11, 12, 13]
+    testdata.perturb_weights(model, seed=1)
+    self._spread_concept_head(model, image_ids, seed=1)
+    path = testdata.save_checkpoint(os.path.join(self.tmp.name, "train"), model, 10, self.config)
+    testdata.perturb_weights(model, seed=2)  # the restore must bring those weights back
+    result = self.evaluator.evaluate(checkpoint_evaluator.CheckpointRef(path, 10))
+    eval_dir = os.path.join(self.tmp.name, "eval")
+    checkpoint_evaluator.write_summaries(tf.summary.create_file_writer(eval_dir), result)
+    scalars, _ = testdata.read_events(eval_dir)
+
+    # Independently: the checkpoint restored again, and the distinct images of the first 5
+    # records (images 11, 12, 11, 13, 12), centrally cropped.
+    testdata.perturb_weights(model, seed=3)
+    tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    images = self._central_crops(image_ids)
+    probabilities = model.concept_probabilities(images).numpy()
+    logits = model.concept_logits({"images": images}).numpy().astype(np.float64)
+    targets = np.zeros([3, 12])
+    for row, concepts in enumerate([[0, 2], [1, 2], [0, 1]]):
+      targets[row, concepts] = 1.0
+    # Sigmoid cross-entropy, summed over the 12 concepts: log(1 + e^-x) on a target, else
+    # log(1 + e^x).
+    losses = np.sum(np.log1p(np.exp(np.where(targets > 0, -logits, logits))), axis=1)
+    expected = {
+        "concepts/loss": np.mean(losses),
+        "concepts/precision_at_5": concept_metrics.precision_at_k(probabilities, targets, 5),
+        "concepts/recall_at_5": concept_metrics.recall_at_k(probabilities, targets, 5),
+        "concepts/mAP": concept_metrics.mean_average_precision(probabilities, targets),
+    }
+    self.assertEqual(result.step, 10)
+    self.assertEqual(result.concept_metrics.keys(), expected.keys())
+    self.assertEqual(set(scalars), {"Perplexity", "Loss", *expected})
+    # atol: float32 logits that cancel a bias of about +-40, in batches of other sizes.
+    for tag, value in expected.items():
+      self.assertAllClose(result.concept_metrics[tag], value, rtol=1e-5, atol=1e-4)
+      self.assertEqual([step for step, _ in scalars[tag]], [10])
+      self.assertAllClose(scalars[tag][0][1], value, rtol=1e-5, atol=1e-4)
+      self.assertIn(f"{tag} {result.concept_metrics[tag]:.4f}", result.summary_line())
+    # The perplexity is still that of the 5 examples.
+    self.assertEqual(result.num_examples, 5)
+    # The test has teeth: the images' probabilities differ, and a mean over the 5 records
+    # (images 11, 12, 11, 13, 12) would be another loss.
+    self.assertGreater(np.ptp(probabilities, axis=0).max(), 0.3)
+    self.assertNotAllClose(np.mean(losses[[0, 1, 0, 2, 1]]), expected["concepts/loss"],
+                           rtol=1e-3)
 
 
 if __name__ == "__main__":

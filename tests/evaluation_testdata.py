@@ -2,16 +2,18 @@
 
 Seven (image, caption) records of three images in two shards; the captions of one image are
 spread over both shards, and one caption has a word missing from the vocabulary ("the").
+Given concept words, the records also carry image/concept_ids, as the Beam job writes them.
 """
 
 import dataclasses
 import glob
 import os
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from im2txt import concepts
 from im2txt import configuration
 from im2txt import sequence_example
 from im2txt import vocabulary
@@ -28,6 +30,8 @@ RECORDS = [
     (1, 13, "cat"),
 ]
 NUM_SHARDS = 2
+# Concepts for write_val_split(concept_words=...): dog = 0, cat = 1, grass = 2.
+CONCEPT_WORDS = ["dog", "cat", "grass"]
 
 
 def tiny_config() -> configuration.Config:
@@ -56,16 +60,28 @@ def write_vocab(directory: str) -> str:
   return path
 
 
-def write_val_split(directory: str) -> str:
-  """Writes val-0000i-of-00002; returns their file pattern."""
+def image_concept_ids(concept_words: List[str]) -> Dict[int, List[int]]:
+  """{image id: the sorted ids of the concepts named in any of its captions}."""
+  concept_vocab = concepts.ConceptVocabulary(concept_words)
+  captions = {}
+  for _, image_id, caption in RECORDS:
+    captions.setdefault(image_id, []).append(vocabulary.caption_tokens(caption))
+  return {image_id: concept_vocab.concept_ids(tokens) for image_id, tokens in captions.items()}
+
+
+def write_val_split(directory: str, concept_words: Optional[List[str]] = None) -> str:
+  """Writes val-0000i-of-00002 (with image/concept_ids given concept words); returns their file
+  pattern."""
   vocab = vocabulary.Vocabulary(VOCAB_WORDS)
+  concept_ids = image_concept_ids(concept_words) if concept_words is not None else {}
   tf.io.gfile.makedirs(directory)
   paths = [os.path.join(directory, f"val-{i:05d}-of-{NUM_SHARDS:05d}") for i in range(NUM_SHARDS)]
   writers = [tf.io.TFRecordWriter(p) for p in paths]
   for shard, image_id, caption in RECORDS:
     tokens = vocabulary.caption_tokens(caption)
     writers[shard].write(sequence_example.make_sequence_example(
-        image_id, jpeg(image_id), tokens, vocab.ids(tokens)).SerializeToString())
+        image_id, jpeg(image_id), tokens, vocab.ids(tokens),
+        concept_ids=concept_ids.get(image_id)).SerializeToString())
   for writer in writers:
     writer.close()
   return os.path.join(directory, "val-?????-of-00002")
@@ -82,9 +98,12 @@ def save_checkpoint(train_dir: str, model: tf.keras.Model, step: int,
 
 
 def perturb_weights(model: tf.keras.Model, seed: int) -> None:
-  """Gives the decoder's variables new random values (Inception's stay)."""
+  """Gives the decoder's variables (and a concept head's) new random values (Inception's
+  stay)."""
   rng = np.random.RandomState(seed)
-  for layer in (model.image_embedding, model.seq_embedding, model.lstm_cell, model.logits_layer):
+  layers = [model.image_embedding, model.seq_embedding, model.lstm_cell, model.logits_layer]
+  layers += [layer for layer in (model.concept_head, model.concept_embedding) if layer is not None]
+  for layer in layers:
     for variable in layer.weights:
       variable.assign(rng.uniform(-0.5, 0.5, size=variable.shape).astype(np.float32))
 

@@ -4,16 +4,19 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 
 import tensorflow as tf
 
+from im2txt import concepts
 from im2txt import configuration
 from im2txt import export_saved_model
 from im2txt import vocabulary
 from im2txt.inference import captioning
+from im2txt.inference import serving
 from tests import inference_testutil
 
 # Runs in a fresh interpreter that cannot import this project: only TensorFlow and the files.
@@ -25,13 +28,39 @@ serve = tf.saved_model.load(export_dir).signatures["serving_default"]
 jpegs = tf.constant([open(p, "rb").read() for p in paths])
 out = serve(jpegs=jpegs)
 print(json.dumps({
+    "outputs": sorted(out),
     "captions": [[c.decode() for c in row] for row in out["captions"].numpy().tolist()],
     "log_probs": out["log_probs"].numpy().tolist(),
+    "concepts": [[c.decode() for c in row] for row in out["concepts"].numpy().tolist()]
+                if "concepts" in out else None,
+    "concept_probs": out["concept_probs"].numpy().tolist() if "concept_probs" in out else None,
     "inputs": {k: [str(v.dtype.name), v.shape.as_list()]
                for k, v in serve.structured_input_signature[1].items()},
     "project_modules": sorted(m for m in sys.modules if m.split(".")[0] in ("im2txt", "tests")),
 }))
 """
+
+
+def _export(flags):
+  """Runs export_saved_model's main in-process -> (exit code, stdout, stderr)."""
+  out, err = io.StringIO(), io.StringIO()
+  export_saved_model.FLAGS.unparse_flags()
+  export_saved_model.FLAGS(["export_saved_model"] + flags)
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = export_saved_model.main([])
+  return code, out.getvalue(), err.getvalue()
+
+
+def _serve_elsewhere(export_dir, paths, cwd):
+  """Captions the files with the SavedModel in a process that has only TensorFlow (no
+  PYTHONPATH, run from elsewhere) -> the JSON that _LOAD_AND_CAPTION prints."""
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  process = subprocess.run(
+      [sys.executable, "-c", _LOAD_AND_CAPTION, export_dir] + paths,
+      cwd=cwd, env=env, capture_output=True, text=True, timeout=240, check=False)
+  if process.returncode:
+    raise AssertionError(process.stderr)
+  return json.loads(process.stdout.strip().splitlines()[-1])
 
 
 class ExportSavedModelTest(tf.test.TestCase):
@@ -52,12 +81,7 @@ class ExportSavedModelTest(tf.test.TestCase):
                  f"--export_dir={cls.export_dir}"]
 
   def _export(self):
-    out, err = io.StringIO(), io.StringIO()
-    export_saved_model.FLAGS.unparse_flags()
-    export_saved_model.FLAGS(["export_saved_model"] + self.flags)
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-      code = export_saved_model.main([])
-    return code, out.getvalue(), err.getvalue()
+    return _export(self.flags)
 
   def test_round_trip_equals_run_inference(self):
     code, out, _ = self._export()
@@ -67,14 +91,11 @@ class ExportSavedModelTest(tf.test.TestCase):
     self.assertEqual([n for n in os.listdir(os.path.dirname(self.export_dir)) if ".tmp-" in n], [])
 
     # Loaded by a process that has only TensorFlow (no PYTHONPATH, run from elsewhere).
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    process = subprocess.run(
-        [sys.executable, "-c", _LOAD_AND_CAPTION, self.export_dir] + self.jpegs,
-        cwd=self.tmp, env=env, capture_output=True, text=True, timeout=240, check=False)
-    self.assertEqual(0, process.returncode, process.stderr)
-    served = json.loads(process.stdout.strip().splitlines()[-1])
+    served = _serve_elsewhere(self.export_dir, self.jpegs, self.tmp)
     self.assertEqual([], served["project_modules"])
     self.assertEqual({"jpegs": ["string", [None]]}, served["inputs"])
+    # A model without a concept head: the signature is the captions alone.
+    self.assertEqual(["captions", "log_probs"], served["outputs"])
 
     # run_inference's pipeline (ImageReader, Captioner) on the same files, in one batch.
     reader = captioning.ImageReader(self.config.model)
@@ -91,6 +112,68 @@ class ExportSavedModelTest(tf.test.TestCase):
     code, _, err = self._export()
     self.assertEqual(2, code)
     self.assertIn(f"--export_dir {self.export_dir} already exists", err)
+
+
+class ConceptExportTest(tf.test.TestCase):
+  """A model with a concept head: 9 outputs, of which concepts.txt names the first 7."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.saved = inference_testutil.save_concept_model(cls.tmp, seed=5)
+    cls.jpegs = inference_testutil.write_jpegs(os.path.join(cls.tmp, "images"), 3, seed=8)
+
+  def test_concepts_equal_run_inference(self):
+    export_dir = os.path.join(self.tmp, "export")
+    # The concepts file by default: concepts.txt beside the vocabulary.
+    code, out, _ = _export([f"--checkpoint_path={self.saved.train_dir}",
+                            f"--vocab_file={self.saved.vocab_file}",
+                            f"--export_dir={export_dir}"])
+    self.assertEqual((code, out), (0, f"SavedModel written to {export_dir}\n"))
+    served = _serve_elsewhere(export_dir, self.jpegs, self.tmp)
+    self.assertEqual(["captions", "concept_probs", "concepts", "log_probs"], served["outputs"])
+
+    # run_inference's JSON for the same files (one batch, as the SavedModel's).
+    printed = io.StringIO()
+    code = captioning.caption_files(self.saved.train_dir, self.saved.vocab_file,
+                                    ",".join(self.jpegs), configuration.InferenceConfig(),
+                                    output_format="json", out=printed)
+    self.assertEqual(0, code)
+    objects = [json.loads(line) for line in printed.getvalue().splitlines()]
+    self.assertEqual([o["captions"] for o in objects], served["captions"])
+    # k = min(5, 7 concepts), best first; never the head's 2 outputs past concepts.txt.
+    self.assertEqual([[c["word"] for c in o["concepts"]] for o in objects], served["concepts"])
+    self.assertAllClose([[c["probability"] for c in o["concepts"]] for o in objects],
+                        served["concept_probs"], rtol=1e-5)
+    self.assertEqual([3, 5], tf.constant(served["concept_probs"]).shape.as_list())
+    self.assertTrue(set(sum(served["concepts"], [])) <= set(inference_testutil.CONCEPTS))
+
+  def test_fewer_concepts_than_five(self):
+    vocab = vocabulary.Vocabulary.from_file(self.saved.vocab_file)
+    module = serving.CaptionModule(self.saved.model, vocab, configuration.InferenceConfig(),
+                                   concepts.ConceptVocabulary(["red", "circle", "white"]))
+    jpegs = [tf.io.read_file(path) for path in self.jpegs[:2]]
+    out = module.serve(tf.stack(jpegs))
+    self.assertEqual([2, 3], out["concepts"].shape.as_list())
+    self.assertEqual([2, 3], out["concept_probs"].shape.as_list())
+    for row in out["concepts"].numpy().tolist():
+      self.assertCountEqual([b"red", b"circle", b"white"], row)
+
+  def test_missing_concepts_file(self):
+    data_dir = os.path.join(self.tmp, "vocab_only")
+    os.makedirs(data_dir, exist_ok=True)
+    vocab_file = shutil.copy(self.saved.vocab_file, data_dir)
+    export_dir = os.path.join(self.tmp, "never_written")
+    code, out, err = _export([f"--checkpoint_path={self.saved.train_dir}",
+                              f"--vocab_file={vocab_file}", f"--export_dir={export_dir}"])
+    self.assertEqual((code, out), (2, ""))
+    self.assertEqual(
+        [f"Error: The model in {self.saved.prefix} has a concept head (model.num_concepts 9) "
+         f"but no concepts file was found at {os.path.join(data_dir, 'concepts.txt')} (the "
+         "default: beside --vocab_file): give the concepts.txt it was trained with by "
+         "--concepts_file"], [line for line in err.splitlines() if "Error" in line])
+    self.assertFalse(os.path.exists(export_dir))
 
 
 if __name__ == "__main__":

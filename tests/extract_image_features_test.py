@@ -104,11 +104,11 @@ class FeatureRecordTest(tf.test.TestCase):
     with tf.io.TFRecordWriter(path) as writer:
       for record in records:
         writer.write(record)
-    self.assertEqual(records[0], feature_cache._first_record(path))
+    self.assertEqual(records[0], feature_cache.first_record(path))
     self.assertEqual(records, read_records(path))  # tf.data's reading agrees.
     empty = os.path.join(self.get_temp_dir(), "empty")
     tf.io.TFRecordWriter(empty).close()
-    self.assertIsNone(feature_cache._first_record(empty))
+    self.assertIsNone(feature_cache.first_record(empty))
     self.assertIsNone(feature_cache.feature_shape(f"{empty},{path}"))
 
 

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 
 import tensorflow as tf
@@ -18,10 +19,21 @@ from im2txt import run_inference
 from im2txt import vocabulary
 from im2txt.inference import beam_search_reference
 from im2txt.inference import captioning
+from im2txt.inference import top_concepts
 from tests import inference_testutil
 
 # "  0) a dog . (p=0.040413)"
 _CAPTION_LINE = re.compile(r"^  (\d+)\) (.*) \(p=(\d+\.\d{6})\)$")
+
+
+def _run_binary(*flags):
+  """Runs run_inference's main in-process -> (exit code, stdout, stderr)."""
+  out, err = io.StringIO(), io.StringIO()
+  run_inference.FLAGS.unparse_flags()
+  run_inference.FLAGS(["run_inference"] + list(flags))
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = run_inference.main([])
+  return code, out.getvalue(), err.getvalue()
 
 
 class FormatTest(tf.test.TestCase):
@@ -50,6 +62,20 @@ class FormatTest(tf.test.TestCase):
     captions = [captioning.Caption([0, 2, 3, 1], -1.5, -1.5)]
     self.assertEqual({"file": "d/x.jpg", "captions": ["a dog"], "log_probs": [-1.5]},
                      json.loads(captioning.format_json("d/x.jpg", captions, self.vocab)))
+
+  def test_concepts_follow_the_captions(self):
+    captions = [captioning.Caption([0, 2, 3, 1], math.log(0.25), 0.0)]
+    shown = [top_concepts.Concept("red", 0.98), top_concepts.Concept("<b>", 0.004999)]
+    self.assertEqual(
+        "Captions for image x.jpg:\n"
+        "  0) a dog (p=0.250000)\n"
+        "  concepts: red (0.98), <b> (0.00)\n",
+        captioning.format_text("d/x.jpg", captions, self.vocab, shown))
+    self.assertEqual(
+        {"file": "d/x.jpg", "captions": ["a dog"], "log_probs": [math.log(0.25)],
+         "concepts": [{"word": "red", "probability": 0.98},
+                      {"word": "<b>", "probability": 0.004999}]},
+        json.loads(captioning.format_json("d/x.jpg", captions, self.vocab, shown)))
 
 
 class RunInferenceTest(tf.test.TestCase):
@@ -80,13 +106,7 @@ class RunInferenceTest(tf.test.TestCase):
         for path in cls.jpegs}
 
   def _run_binary(self, *flags):
-    """Runs run_inference's main in-process -> (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    run_inference.FLAGS.unparse_flags()
-    run_inference.FLAGS(["run_inference"] + list(flags))
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-      code = run_inference.main([])
-    return code, out.getvalue(), err.getvalue()
+    return _run_binary(*flags)
 
   def _assert_expected(self, path, sentences, probabilities):
     expected = self.expected[path]
@@ -204,6 +224,158 @@ class RunInferenceTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "output_format"):
       captioning.caption_files(self.train_dir, self.vocab_file, self.jpegs[0],
                                configuration.InferenceConfig(), output_format="xml")
+    with self.assertRaisesRegex(ValueError, "num_concepts_shown must be >= 0, got -1"):
+      captioning.caption_files(self.train_dir, self.vocab_file, self.jpegs[0],
+                               configuration.InferenceConfig(), num_concepts_shown=-1)
+
+
+class ConceptsTest(tf.test.TestCase):
+  """A model with a concept head: 9 outputs, of which concepts.txt names the first 7."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.saved = inference_testutil.save_concept_model(cls.tmp, seed=5)
+    cls.vocab = vocabulary.Vocabulary.from_file(cls.saved.vocab_file)
+    cls.jpegs = inference_testutil.write_jpegs(os.path.join(cls.tmp, "images"), 3, seed=8)
+    reader = captioning.ImageReader(cls.saved.config.model)
+    cls.images = {path: reader.read(path) for path in cls.jpegs}
+    # The expected captions: the original's loop on model.initial_state, one image at a time.
+    compiled = beam_search_reference.CompiledModel(cls.saved.model)
+    cls.expected_captions = {
+        path: [" ".join(captioning.caption_words(c.sentence, cls.vocab))
+               for c in beam_search_reference.beam_search_reference(
+                   compiled, image, cls.vocab.start_id, cls.vocab.end_id, beam_size=3,
+                   max_caption_length=20)]
+        for path, image in cls.images.items()}
+
+  def _expected_concepts(self, k, words=inference_testutil.CONCEPTS, batch_size=32):
+    """Per file, its top-k concepts, the files batched as run_inference batches them."""
+    expected = {}
+    for start in range(0, len(self.jpegs), batch_size):
+      paths = self.jpegs[start:start + batch_size]
+      images = tf.stack([self.images[path] for path in paths])
+      expected.update(zip(paths, inference_testutil.expected_concepts(
+          self.saved.model, images, words, k)))
+    return expected
+
+  def _run_binary(self, *flags):
+    return _run_binary(f"--checkpoint_path={self.saved.train_dir}", *flags)
+
+  def assertOnlyError(self, message, err):
+    """`message` is the one error on stderr. (TensorFlow and Keras may log there too, e.g.
+    that tf.function retraced: the tests build many captioners in one process.)"""
+    self.assertEqual([message], [line for line in err.splitlines() if "Error" in line])
+
+  def assertNoError(self, err):
+    self.assertNotIn("Error", err)
+
+  def test_text_shows_the_top_5_concepts_from_concepts_txt_beside_the_vocabulary(self):
+    code, out, err = self._run_binary(f"--vocab_file={self.saved.vocab_file}",
+                                      f"--input_files={','.join(self.jpegs)}")
+    self.assertEqual(0, code)
+    self.assertNoError(err)
+    lines = out.splitlines()
+    self.assertLen(lines, 3 * 5)  # The name, 3 captions and the concepts of each image.
+    top = self._expected_concepts(5)  # config.json's batch_size, 32: one batch.
+    for i, path in enumerate(self.jpegs):
+      self.assertEqual(f"Captions for image {os.path.basename(path)}:", lines[5 * i])
+      self.assertEqual(self.expected_captions[path],
+                       [_CAPTION_LINE.match(line).group(2) for line in lines[5 * i + 1:5 * i + 4]])
+      expected = ", ".join(f"{w} ({p:.2f})" for w, p in top[path])
+      self.assertEqual(f"  concepts: {expected}", lines[5 * i + 4])
+    # Different images, different concepts: the batch is not mixed up.
+    self.assertLen({line for line in lines if line.startswith("  concepts:")}, 3)
+
+  def test_json_with_another_concepts_file_in_batches(self):
+    # --concepts_file overrides the default: the same 7 concepts, named otherwise.
+    words = [f"thing{i}" for i in range(7)]
+    concepts_file = inference_testutil.write_concepts(os.path.join(self.tmp, "other.txt"), words)
+    out, err = io.StringIO(), io.StringIO()
+    code = captioning.caption_files(
+        self.saved.prefix, self.saved.vocab_file, ",".join(self.jpegs),
+        configuration.InferenceConfig(batch_size=2), output_format="json", out=out, err=err,
+        concepts_file=concepts_file, num_concepts_shown=3)
+    self.assertEqual((code, err.getvalue()), (0, ""))
+    objects = [json.loads(line) for line in out.getvalue().splitlines()]
+    self.assertEqual(self.jpegs, [o["file"] for o in objects])
+    top = self._expected_concepts(3, words, batch_size=2)
+    for o in objects:
+      self.assertEqual(["file", "captions", "log_probs", "concepts"], list(o))
+      self.assertEqual(self.expected_captions[o["file"]], o["captions"])
+      expected = top[o["file"]]
+      self.assertEqual([w for w, _ in expected], [c["word"] for c in o["concepts"]])
+      self.assertAllClose([p for _, p in expected], [c["probability"] for c in o["concepts"]],
+                          rtol=1e-5)
+
+  def test_html_page_shows_the_concepts_escaped(self):
+    page_file = os.path.join(self.tmp, "captions.html")
+    # More concepts asked for than concepts.txt has: all 7, never the head's 2 extra outputs.
+    code, _, err = self._run_binary(
+        f"--vocab_file={self.saved.vocab_file}", f"--input_files={','.join(self.jpegs)}",
+        "--output_format=html", f"--output_file={page_file}", "--num_concepts_shown=20")
+    self.assertEqual(0, code, err)
+    with open(page_file, encoding="utf-8") as f:
+      page = f.read()
+    blocks = page.split('<div class="entry">')[1:]
+    self.assertLen(blocks, 3)
+    top = self._expected_concepts(7)
+    self.assertIn("<b>", [w for w, _ in top[self.jpegs[0]]])
+    for path, block in zip(self.jpegs, blocks):
+      self.assertIn(f'<div class="name">{html.escape(path)}</div>', block)
+      self.assertEqual(self.expected_captions[path],
+                       [html.unescape(s) for s in re.findall(r"<li>(.*?) <span", block)])
+      expected = ", ".join(f'{html.escape(w)} <span class="p">({p:.2f})</span>'
+                           for w, p in top[path])
+      self.assertIn(f'</ol><div class="concepts">concepts: {expected}</div>', block)
+    self.assertNotIn("<b>", page)
+    self.assertEqual(3, page.count("&lt;b&gt; <span"))
+
+  def test_missing_concepts_file_is_an_error_unless_none_are_shown(self):
+    # A vocabulary in a folder without concepts.txt.
+    data_dir = os.path.join(self.tmp, "vocab_only")
+    os.makedirs(data_dir, exist_ok=True)
+    vocab_file = shutil.copy(self.saved.vocab_file, data_dir)
+    default = os.path.join(data_dir, "concepts.txt")
+    code, out, err = self._run_binary(f"--vocab_file={vocab_file}",
+                                      f"--input_files={self.jpegs[0]}")
+    self.assertEqual((code, out), (2, ""))
+    self.assertOnlyError(
+        f"Error: The model in {self.saved.prefix} has a concept head (model.num_concepts 9) but "
+        f"no concepts file was found at {default} (the default: beside --vocab_file): give the "
+        "concepts.txt it was trained with by --concepts_file, or --num_concepts_shown=0 to show "
+        "no concepts", err)
+
+    missing = os.path.join(self.tmp, "missing", "concepts.txt")
+    code, out, err = self._run_binary(f"--vocab_file={vocab_file}", f"--concepts_file={missing}",
+                                      f"--input_files={self.jpegs[0]}")
+    self.assertEqual((code, out), (2, ""))
+    self.assertOnlyError(
+        f"Error: The model in {self.saved.prefix} has a concept head (model.num_concepts 9) but "
+        f"no concepts file was found at {missing}: give the concepts.txt it was trained with by "
+        "--concepts_file, or --num_concepts_shown=0 to show no concepts", err)
+
+    # --num_concepts_shown=0: the captions alone, as for a model without a head.
+    code, out, err = self._run_binary(f"--vocab_file={vocab_file}", "--num_concepts_shown=0",
+                                      f"--input_files={self.jpegs[0]}")
+    self.assertEqual(0, code)
+    self.assertNoError(err)
+    self.assertEqual(
+        [f"Captions for image {os.path.basename(self.jpegs[0])}:"]
+        + [f"  {i}) {c}" for i, c in enumerate(self.expected_captions[self.jpegs[0]])],
+        [re.sub(r" \(p=[\d.]+\)$", "", line) for line in out.splitlines()])
+
+  def test_concepts_file_larger_than_the_head(self):
+    big = inference_testutil.write_concepts(
+        os.path.join(self.tmp, "big_concepts.txt"), [f"c{i}" for i in range(10)])
+    code, out, err = self._run_binary(f"--vocab_file={self.saved.vocab_file}",
+                                      f"--concepts_file={big}", f"--input_files={self.jpegs[0]}")
+    self.assertEqual((code, out), (2, ""))
+    self.assertOnlyError(
+        f"Error: Concepts file {big} has 10 concepts but the model in {self.saved.prefix} "
+        "predicts 9 (num_concepts in its config.json): use the concepts.txt the model was "
+        "trained with", err)
 
 
 if __name__ == "__main__":

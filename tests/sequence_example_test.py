@@ -42,7 +42,38 @@ class SequenceExampleTest(tf.test.TestCase):
         image_id, jpeg, tokens, ids).SerializeToString()
     self.assertEqual(sequence_example.parse_sequence_example_proto(serialized),
                      {"image_id": image_id, "image_data": jpeg, "caption": tokens,
-                      "caption_ids": ids})
+                      "caption_ids": ids, "concept_ids": [], "has_concepts": False})
+    self.assertFalse(sequence_example.has_concept_ids(serialized))
+
+  def test_concept_ids_round_trip(self):
+    image_id, jpeg, tokens, ids = self._record()
+    example = sequence_example.make_sequence_example(image_id, jpeg, tokens, ids, [3, 17, 998])
+    self.assertEqual(set(example.context.feature),
+                     {"image/image_id", "image/data", "image/concept_ids"})
+    serialized = example.SerializeToString()
+    self.assertTrue(sequence_example.has_concept_ids(serialized))
+    self.assertEqual(sequence_example.parse_sequence_example_proto(serialized),
+                     {"image_id": image_id, "image_data": jpeg, "caption": tokens,
+                      "caption_ids": ids, "concept_ids": [3, 17, 998], "has_concepts": True})
+    parsed = sequence_example.parse_sequence_example(tf.constant(serialized))
+    self.assertEqual(parsed["concept_ids"].dtype, tf.int64)
+    self.assertEqual(parsed["concept_ids"].numpy().tolist(), [3, 17, 998])
+    self.assertEqual(parsed["caption_ids"].numpy().tolist(), ids)
+
+  def test_empty_concept_ids_are_written(self):
+    # An image that names no concept: the feature is there, empty (unlike the original's).
+    image_id, jpeg, tokens, ids = self._record()
+    serialized = sequence_example.make_sequence_example(
+        image_id, jpeg, tokens, ids, []).SerializeToString()
+    self.assertTrue(sequence_example.has_concept_ids(serialized))
+    parsed = sequence_example.parse_sequence_example_proto(serialized)
+    self.assertEqual((parsed["concept_ids"], parsed["has_concepts"]), ([], True))
+    self.assertEqual(
+        sequence_example.parse_sequence_example(tf.constant(serialized))["concept_ids"].shape,
+        (0,))
+
+  def test_has_concept_ids_of_bytes_that_are_no_record(self):
+    self.assertFalse(sequence_example.has_concept_ids(b"\xff\xff not a proto"))
 
   def test_token_and_id_counts_must_agree(self):
     with self.assertRaisesRegex(ValueError, "image 5: 2 tokens but 3 caption ids"):
@@ -67,12 +98,14 @@ class SequenceExampleTest(tf.test.TestCase):
     self.assertEqual(parsed["caption"].dtype, tf.string)
     self.assertEqual(parsed["caption"].shape, (0,))
     self.assertEqual(parsed["caption_ids"].numpy().tolist(), [1, 7, 42, 2])
+    self.assertEqual(parsed["concept_ids"].dtype, tf.int64)
+    self.assertEqual(parsed["concept_ids"].shape, (0,))
 
   def test_record_without_tokens_or_image_id_parses_pure_python(self):
     self.assertEqual(
         sequence_example.parse_sequence_example_proto(self._original_reader_only_record()),
         {"image_id": -1, "image_data": b"jpeg bytes", "caption": [],
-         "caption_ids": [1, 7, 42, 2]})
+         "caption_ids": [1, 7, 42, 2], "concept_ids": [], "has_concepts": False})
 
   def test_caption_ids_are_still_required(self):
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "image/caption_ids"):

@@ -66,7 +66,7 @@ def read_info(directory: str) -> Optional[dict]:
       raise ValueError(f"{path}: not valid JSON: {e}") from e
 
 
-def _first_record(path: str) -> Optional[bytes]:
+def first_record(path: str) -> Optional[bytes]:
   """The first record of a TFRecord file (None if it has none), read as plain bytes.
 
   Not through tf.data: the trainer asks before it creates its distribution strategy, and
@@ -93,7 +93,7 @@ def feature_shape(file_pattern: str) -> Optional[FeatureShape]:
 def files_feature_shape(files: Sequence[str]) -> Optional[FeatureShape]:
   """feature_shape of the files a pattern expanded to."""
   for path in files:
-    record = _first_record(path)
+    record = first_record(path)
     if record is None:
       continue
     if not sequence_example.is_feature_record(record):

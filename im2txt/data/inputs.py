@@ -6,6 +6,8 @@ Each batch is a dict:
   target_seqs  int64   [B, T]   caption ids without the first (<S>)
   input_mask   int32   [B, T]   1 on real tokens, 0 on padding
   image_ids    int64   [B]
+  concept_targets  float32 [B, model.num_concepts]  1 for each concept the image's captions name
+                   (only with a concept head; see im2txt/concepts.py)
 (feature records: `image_features` float32 [B, dim] instead of `images`, see make_dataset.)
 T is the longest caption in the batch minus one. For the captions "<S> a dog </S>" (1 5 9 2)
 and "<S> cat </S>" (1 7 2) in one batch:
@@ -13,16 +15,17 @@ and "<S> cat </S>" (1 7 2) in one batch:
   target_seqs = [[5, 9, 2], [7, 2, 0]]
   input_mask  = [[1, 1, 1], [1, 1, 0]]
 
-A record with a caption id outside [0, model.vocab_size) stops iteration with an
-InvalidArgumentError that `caption_id_error` turns into a message naming its file and index (such
-an id is a raw error on CPU and silent NaNs on GPU).
+A record with a caption id outside [0, model.vocab_size), or a concept id outside
+[0, model.num_concepts), stops iteration with an InvalidArgumentError that `input_error` turns
+into a message naming its file and index (such an id is a raw error on CPU and silent NaNs on
+GPU).
 A record whose image does not decode stops iteration with tf.errors.InvalidArgumentError;
 `find_undecodable_records` names it (the trainer calls it then). With `skip_bad_images` such
 records are skipped instead (and `find_undecodable_records` counts them up front).
 """
 
 import re
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import tensorflow as tf
@@ -31,6 +34,7 @@ from im2txt import configuration
 from im2txt import file_io
 from im2txt import sequence_example
 from im2txt.data import feature_cache
+from im2txt.model import concept_head
 from im2txt.model import image_processing
 
 
@@ -69,17 +73,20 @@ DETECT = "detect"
 _CAPTION_ID_MARKER = "im2txt: caption id outside [0, vocab_size)"
 _CAPTION_ID_MESSAGE = re.compile(re.escape(_CAPTION_ID_MARKER) +
                                  r"\] \[(?:b')?(.*?)'?\] \[(-?\d+)\] \[(-?\d+)\]")
+_CONCEPT_ID_MARKER = "im2txt: concept id outside [0, num_concepts)"
+_CONCEPT_ID_MESSAGE = re.compile(re.escape(_CONCEPT_ID_MARKER) +
+                                 r"\] \[(?:b')?(.*?)'?\] \[(-?\d+)\] \[(-?\d+)\]")
 
 
-def _checked_caption_ids(caption_ids, filename, index, vocab_size: int) -> tf.Tensor:
-  """caption_ids, after an assertion that each is in [0, vocab_size) naming the record."""
-  in_range = tf.reduce_all((caption_ids >= 0) & (caption_ids < vocab_size))
-  worst = tf.where(tf.reduce_min(caption_ids) < 0, tf.reduce_min(caption_ids),
-                   tf.reduce_max(caption_ids))
-  check = tf.debugging.Assert(in_range, [_CAPTION_ID_MARKER, filename, index, worst],
-                              summarize=1)
+def _checked_ids(ids, filename, index, limit: int, marker: str) -> tf.Tensor:
+  """ids, after an assertion that each is in [0, limit) naming the record (`marker` tells
+  caption ids from concept ids in the error)."""
+  in_range = tf.reduce_all((ids >= 0) & (ids < limit))
+  worst = tf.where(tf.reduce_min(ids) < 0, tf.reduce_min(ids),
+                   tf.reduce_max(ids))
+  check = tf.debugging.Assert(in_range, [marker, filename, index, worst], summarize=1)
   with tf.control_dependencies([check]):
-    return tf.identity(caption_ids)
+    return tf.identity(ids)
 
 
 def caption_id_error(error: tf.errors.OpError, vocab_size: int, config_source: str
@@ -96,17 +103,45 @@ def caption_id_error(error: tf.errors.OpError, vocab_size: int, config_source: s
       "+ 1 (for <UNK>), or rebuild them.")
 
 
+def concept_id_error(error: tf.errors.OpError, config_source: str) -> Optional[ValueError]:
+  """A ValueError naming the record, for the error of a concept id outside the model's head."""
+  match = _CONCEPT_ID_MESSAGE.search(error.message or "")
+  if not match:
+    return None
+  filename, index, concept_id = match.group(1), int(match.group(2)), int(match.group(3))
+  return ValueError(
+      f"{filename}: record {index} has concept id {concept_id}, outside the model's concept "
+      f"head (model.num_concepts in {config_source}). The records were built with another "
+      "concepts.txt: set model.num_concepts to at least its number of lines, or rebuild them.")
+
+
+def _concept_targets(parsed, caption_ids, filename, index, num_concepts: int,
+                     concept_table: Optional[Sequence[int]]) -> tf.Tensor:
+  """The record's image/concept_ids as targets [num_concepts]; with a `concept_table` (word id ->
+  concept id or -1, for records written without them) the concept words of its own caption."""
+  if concept_table is None:
+    ids = _checked_ids(parsed["concept_ids"], filename, index, num_concepts,
+                       _CONCEPT_ID_MARKER)
+  else:
+    ids = tf.gather(tf.constant(concept_table, tf.int64), caption_ids)
+  return concept_head.multi_hot(ids, num_concepts)
+
+
 def _parse_and_split(filename, index, serialized, config: configuration.Config,
-                     features: Optional[feature_cache.FeatureShape]):
+                     features: Optional[feature_cache.FeatureShape],
+                     concept_table: Optional[Sequence[int]] = None):
   if features is None:
     parsed = sequence_example.parse_sequence_example(serialized)
     image = {"image_data": parsed["image_data"]}
   else:
     parsed = sequence_example.parse_feature_example(serialized, features.views, features.dim)
     image = {"image_features": parsed["image_features"]}
-  caption_ids = _checked_caption_ids(parsed["caption_ids"], filename, index,
-                                     config.model.vocab_size)
+  caption_ids = _checked_ids(parsed["caption_ids"], filename, index, config.model.vocab_size,
+                             _CAPTION_ID_MARKER)
   input_seq, target_seq, mask = split_caption(caption_ids)
+  if config.model.num_concepts:
+    image["concept_targets"] = _concept_targets(parsed, caption_ids, filename, index,
+                                                config.model.num_concepts, concept_table)
   return {
       **image,
       "input_seqs": input_seq,
@@ -123,8 +158,8 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
                  input_context: Optional[tf.distribute.InputContext] = None,
                  skip_bad_images: bool = False, seed: Optional[int] = None,
                  keep_record_keys: bool = False,
-                 features: Union[feature_cache.FeatureShape, None, str] = DETECT
-                 ) -> tf.data.Dataset:
+                 features: Union[feature_cache.FeatureShape, None, str] = DETECT,
+                 concept_table: Optional[Sequence[int]] = None) -> tf.data.Dataset:
   """Batches of (image, caption) pairs; see the module docstring for their layout.
 
   Training data is shuffled (files and records) and repeats forever; evaluation data is read
@@ -136,6 +171,11 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
   evaluation crop's features, or with several views a random training view of each record on
   each visit (one per epoch), as the distortions of the images would be. `features` is their
   shape (None: image records), read from the first record when not given.
+
+  With a concept head (model.num_concepts), `concept_targets` come from each record's
+  image/concept_ids, or, given a `concept_table` (word id -> concept id or -1, see
+  concepts.ConceptVocabulary.word_to_concept_table), from the words of the record's own caption:
+  for records written without concept ids, such as the original builder's.
   """
   files = file_io.expand_patterns(file_pattern, "--input_file_pattern")
   if features == DETECT:
@@ -150,7 +190,8 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
   if is_training:
     # Shuffle serialized records (cheap to hold) before decoding, as the original's queue did.
     dataset = dataset.shuffle(config.input.shuffle_buffer_size, seed=seed)
-  dataset = dataset.map(lambda f, i, s: _parse_and_split(f, i, s, config, features),
+  dataset = dataset.map(lambda f, i, s: _parse_and_split(f, i, s, config, features,
+                                                         concept_table),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   # Records need at least <S> and one more token to give one training target.
   dataset = dataset.filter(lambda e: tf.size(e["input_seqs"]) > 0)
@@ -277,8 +318,10 @@ def bad_input_error(pattern: str, error: tf.errors.InvalidArgumentError) -> Exce
 def input_error(error: tf.errors.InvalidArgumentError, pattern: str, vocab_size: int,
                 config_source: str) -> Exception:
   """The error to report for an InvalidArgumentError of the input pipeline: the record with a
-  caption id outside the vocabulary, or the records whose image does not decode, named."""
-  return caption_id_error(error, vocab_size, config_source) or bad_input_error(pattern, error)
+  caption id outside the vocabulary or a concept id outside the concept head, or the records
+  whose image does not decode, named."""
+  return (caption_id_error(error, vocab_size, config_source)
+          or concept_id_error(error, config_source) or bad_input_error(pattern, error))
 
 
 def next_batch(iterator, pattern: str, vocab_size: int, config_source: str):

@@ -18,6 +18,10 @@ crop); `Loss` is the mean token loss (its log). For the caption metrics, the fir
 `num_caption_images` distinct images of the val split are captioned by beam search and scored
 against all their reference captions (caption_metrics).
 
+With a concept head (model.num_concepts) and val records that carry image/concept_ids, the same
+pass also scores the head on the distinct images of those examples (concept_metrics): scalars
+`concepts/loss`, `concepts/precision_at_5`, `concepts/recall_at_5` and `concepts/mAP`.
+
 One model is built and its functions compiled once; every checkpoint is restored into it, so
 memory does not grow from one evaluation to the next.
 """
@@ -35,9 +39,12 @@ from im2txt import configuration
 from im2txt import file_io
 from im2txt import sequence_example
 from im2txt import vocabulary
+from im2txt.data import feature_cache
 from im2txt.data import inputs
 from im2txt.evaluation import caption_metrics
+from im2txt.evaluation import concept_metrics
 from im2txt.inference import beam_search
+from im2txt.model import concept_head
 from im2txt.model import image_processing
 from im2txt.model import show_and_tell_model
 
@@ -88,9 +95,12 @@ class EvalResult:
   seconds: float = 0.0
   # Seconds spent on each part: {"perplexity": 12.3, "captions": ..., "metrics": ...}.
   timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+  # {concepts/... tag: value} (concept_metrics); empty without a concept head.
+  concept_metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
 
   def scalars(self) -> Dict[str, float]:
-    return {PERPLEXITY_TAG: self.perplexity, LOSS_TAG: self.loss, **self.caption_metrics}
+    return {PERPLEXITY_TAG: self.perplexity, LOSS_TAG: self.loss, **self.concept_metrics,
+            **self.caption_metrics}
 
   def summary_line(self) -> str:
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in self.scalars().items())
@@ -166,6 +176,14 @@ def sample_image(image_data: bytes, config: configuration.ModelConfig) -> np.nda
   return tf.cast(tf.round((tf.clip_by_value(image, -1.0, 1.0) + 1.0) * 127.5), tf.uint8).numpy()
 
 
+def records_carry_concept_ids(file_pattern: str) -> bool:
+  """Whether the records hold image/concept_ids (the Beam job's), judged by the first one. The
+  original builder's have none: the pipeline would read all their concept targets as zero."""
+  files = file_io.expand_patterns(file_pattern, "--input_file_pattern")
+  record = next((r for r in map(feature_cache.first_record, files) if r is not None), None)
+  return record is not None and sequence_example.has_concept_ids(record)
+
+
 def _stop_requested(stop_event) -> bool:
   return stop_event is not None and stop_event.is_set()
 
@@ -190,10 +208,19 @@ class CheckpointEvaluator:
     # rather than stopping a long-running evaluator.
     self._dataset = inputs.make_dataset(input_file_pattern, config, is_training=False,
                                         batch_size=config.eval.batch_size, skip_bad_images=True)
+    # The concept metrics need the records' concept ids; without them every target reads zero.
+    self.evaluates_concepts = bool(c.num_concepts) and records_carry_concept_ids(
+        input_file_pattern)
+    if c.num_concepts and not self.evaluates_concepts:
+      logging.warning("The val records of %s carry no %s (written by the original builder?): "
+                      "no concept metrics", input_file_pattern,
+                      sequence_example.CONCEPT_IDS_FEATURE)
     image_spec = tf.TensorSpec([None, c.image_height, c.image_width, 3], tf.float32)
     ids_spec = tf.TensorSpec([None, None], tf.int64)
-    self.loss_sums = tf.function(self._loss_sums, input_signature=[
-        image_spec, ids_spec, ids_spec, tf.TensorSpec([None, None], tf.int32)])
+    specs = [image_spec, ids_spec, ids_spec, tf.TensorSpec([None, None], tf.int32)]
+    if self.evaluates_concepts:
+      specs.append(tf.TensorSpec([None, c.num_concepts], tf.float32))
+    self.loss_sums = tf.function(self._loss_sums, input_signature=specs)
     self.vocab = vocab
     self.caption_images = None
     self.sample_images: Dict[int, np.ndarray] = {}
@@ -219,12 +246,23 @@ class CheckpointEvaluator:
           length_normalization_factor=inference.length_normalization_factor,
           input_signature=[image_spec])
 
-  def _loss_sums(self, images, input_seqs, target_seqs, input_mask):
-    """(sum of the token losses, number of real tokens) of one batch, in float64."""
-    logits = self.model({"images": images, "input_seqs": input_seqs}, training=False)
+  def _loss_sums(self, images, input_seqs, target_seqs, input_mask, concept_targets=None):
+    """(sum of the token losses, number of real tokens) of one batch, in float64; given
+    concept_targets, also each example's concept loss [B] and probabilities [B, num_concepts],
+    from the same Inception pass."""
+    model_inputs = {"images": images, "input_seqs": input_seqs}
+    if concept_targets is None:
+      logits = self.model(model_inputs, training=False)
+    else:
+      logits, concept_logits = self.model.caption_and_concept_logits(model_inputs,
+                                                                      training=False)
     losses = self.model.token_losses(logits, target_seqs, input_mask)
-    return (tf.reduce_sum(tf.cast(losses, tf.float64)),
+    sums = (tf.reduce_sum(tf.cast(losses, tf.float64)),
             tf.reduce_sum(tf.cast(input_mask, tf.float64)))
+    if concept_targets is None:
+      return sums
+    return sums + (concept_head.concept_losses(concept_logits, concept_targets),
+                   tf.sigmoid(tf.cast(concept_logits, tf.float32)))
 
   def restore(self, checkpoint: CheckpointRef) -> int:
     """Loads the checkpoint's weights into the model; returns the global step it holds."""
@@ -247,15 +285,27 @@ class CheckpointEvaluator:
 
   def perplexity(self, stop_event=None) -> Tuple[float, float, int, int]:
     """(perplexity, mean token loss, examples, tokens) over num_eval_examples val examples."""
+    return self.perplexity_and_concepts(stop_event)[0]
+
+  def perplexity_and_concepts(self, stop_event=None
+                              ) -> Tuple[Tuple[float, float, int, int], Dict[str, float]]:
+    """(perplexity()'s tuple, the concept metrics of the same examples' distinct images); the
+    metrics are {} unless evaluates_concepts."""
     limit = self.config.eval.num_eval_examples
     loss_sum, num_tokens, num_examples = 0.0, 0.0, 0
+    concepts = concept_metrics.ConceptRows() if self.evaluates_concepts else None
+    names = ["images", "input_seqs", "target_seqs", "input_mask"]
+    if concepts is not None:
+      names.append("concept_targets")
     for batch in self._dataset:
       if _stop_requested(stop_event):
         raise EvaluationStopped()
       keep = min(limit - num_examples, int(batch["input_seqs"].shape[0]))
-      batch_loss, batch_tokens = self.loss_sums(
-          batch["images"][:keep], batch["input_seqs"][:keep], batch["target_seqs"][:keep],
-          batch["input_mask"][:keep])
+      batch_loss, batch_tokens, *concept_outputs = self.loss_sums(
+          *[batch[name][:keep] for name in names])
+      if concepts is not None:
+        concepts.add(batch["image_ids"][:keep].numpy(), batch["concept_targets"][:keep].numpy(),
+                     *[output.numpy() for output in concept_outputs])
       loss_sum += float(batch_loss)
       num_tokens += float(batch_tokens)
       num_examples += keep
@@ -267,7 +317,8 @@ class CheckpointEvaluator:
       logging.warning("The val split has only %d examples (num_eval_examples is %d)",
                       num_examples, limit)
     loss = loss_sum / num_tokens
-    return math.exp(loss), loss, num_examples, int(num_tokens)
+    return ((math.exp(loss), loss, num_examples, int(num_tokens)),
+            concepts.metrics() if concepts is not None else {})
 
   def generate_captions(self, stop_event=None) -> Dict[int, str]:
     """{image id: best beam-search caption} for the caption images, with the current weights."""
@@ -305,7 +356,8 @@ class CheckpointEvaluator:
     scorer = self._start_scorer()
     metrics, examples, images = {}, [], {}
     try:
-      perplexity, loss, num_examples, num_tokens = self.perplexity(stop_event)
+      (perplexity, loss, num_examples, num_tokens), concepts = self.perplexity_and_concepts(
+          stop_event)
       timings = {"perplexity": time.time() - start}
       if self.caption_images is not None:
         captions = self.generate_captions(stop_event)
@@ -324,7 +376,7 @@ class CheckpointEvaluator:
       if scorer is not None:
         scorer.close()
     return EvalResult(checkpoint.path, step, perplexity, loss, num_examples, num_tokens,
-                      metrics, examples, images, time.time() - start, timings)
+                      metrics, examples, images, time.time() - start, timings, concepts)
 
 
 # Shown under the captions in TensorBoard: what the evaluator's caption metrics are, and are not.

@@ -6,9 +6,10 @@
     ], title="Captions")
 
 Each image is inlined as a data URI (the page needs no other file), its captions are listed best
-first with their probabilities, and a file that could not be captioned shows the reason. Every
-string that comes from outside (file names, captions, errors, notes) is HTML-escaped, so a caption
-or a file name holding markup is shown as text, never run.
+first with their probabilities, then its concepts if it has any (a model with a concept head),
+and a file that could not be captioned shows the reason. Every string that comes from outside
+(file names, captions, concepts, errors, notes) is HTML-escaped, so a caption or a file name
+holding markup is shown as text, never run.
 """
 
 import base64
@@ -43,6 +44,7 @@ class Entry:
   captions: Sequence[Tuple[str, float]]  # (sentence, probability), best first.
   error: str = ""  # Why the file could not be captioned ("" when it was).
   note: str = ""  # A line under the name (e.g. the ground truth).
+  concepts: Sequence[Tuple[str, float]] = ()  # (word, probability), best first.
 
 
 def image_type(data: Optional[bytes]) -> Optional[str]:
@@ -68,6 +70,10 @@ def _entry_html(entry: Entry) -> str:
     parts.append("<ol>" + "".join(
         f'<li>{html.escape(sentence)} <span class="p">(p={probability:.6f})</span></li>'
         for sentence, probability in entry.captions) + "</ol>")
+  if entry.concepts:
+    parts.append('<div class="concepts">concepts: ' + ", ".join(
+        f'{html.escape(word)} <span class="p">({probability:.2f})</span>'
+        for word, probability in entry.concepts) + "</div>")
   parts.append("</div></div>")
   return "".join(parts)
 

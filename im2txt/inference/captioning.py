@@ -9,6 +9,14 @@
 
 `caption_files` does all of it for the binary: comma-separated glob patterns in, the original's
 text (or JSON lines) out, one batched compiled beam search per `batch_size` images.
+
+A model with a concept head also shows each image's most probable concepts (what the encoder
+sees), computed in the same compiled pass as the captions:
+
+    concept_vocab = top_concepts.load_concepts("", "word_counts.txt", config.model, checkpoint)
+    captioner = Captioner(model, vocab, inference_config, concept_vocab, num_concepts_shown=5)
+    captions, shown = captioner.describe_images(images)
+    # shown[0] == [Concept("red", 0.98), Concept("circle", 0.91), ...], best first
 """
 
 import dataclasses
@@ -22,11 +30,13 @@ from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, TextIO, T
 from absl import logging
 import tensorflow as tf
 
+from im2txt import concepts
 from im2txt import configuration
 from im2txt import file_io
 from im2txt import vocabulary
 from im2txt.inference import beam_search
 from im2txt.inference import caption_page
+from im2txt.inference import top_concepts
 from im2txt.model import image_processing
 from im2txt.model import show_and_tell_model
 
@@ -147,22 +157,43 @@ class ImageReader:
 
 
 class Captioner:
-  """Batched, compiled beam search over a model's images, returning the original's Captions."""
+  """Batched, compiled beam search over a model's images, returning the original's Captions
+  (and, given the concept words of a model with a concept head, each image's top concepts)."""
 
   def __init__(self, model: show_and_tell_model.ShowAndTellModel,
                vocab: vocabulary.Vocabulary,
-               inference_config: configuration.InferenceConfig):
+               inference_config: configuration.InferenceConfig,
+               concept_vocab: Optional[concepts.ConceptVocabulary] = None,
+               num_concepts_shown: int = 0):
     c = model.config
     self.vocab = vocab
+    image_spec = tf.TensorSpec([None, c.image_height, c.image_width, 3], tf.float32)
     self.search = beam_search.BeamSearch(
         model, vocab.start_id, vocab.end_id, beam_size=inference_config.beam_size,
         max_caption_length=inference_config.max_caption_length,
         length_normalization_factor=inference_config.length_normalization_factor,
-        input_signature=[tf.TensorSpec([None, c.image_height, c.image_width, 3], tf.float32)])
+        input_signature=[image_spec])
+    self.concept_words = concept_vocab.words if concept_vocab and num_concepts_shown else []
+    self._concept_search = None
+    if self.concept_words:
+      self._concept_search = tf.function(
+          top_concepts.ConceptSearch(model, vocab, inference_config, len(self.concept_words),
+                                     num_concepts_shown), input_signature=[image_spec])
 
   def caption_images(self, images: tf.Tensor) -> List[List[Caption]]:
     """images [B, H, W, 3] in [-1, 1] -> per image, up to beam_size Captions, best first."""
     return captions_from_result(self.search(images))
+
+  def describe_images(self, images: tf.Tensor) -> Tuple[List[List[Caption]],
+                                                        List[List[top_concepts.Concept]]]:
+    """As caption_images, and per image its top concepts, best first (none if not shown)."""
+    if self._concept_search is None:
+      return self.caption_images(images), [[] for _ in range(images.shape[0])]
+    result, probabilities, ids = self._concept_search(images)
+    shown = [[top_concepts.Concept(self.concept_words[i], float(p))
+              for i, p in zip(row_ids, row_probs)]
+             for row_ids, row_probs in zip(ids.numpy(), probabilities.numpy())]
+    return captions_from_result(result), shown
 
 
 def captions_from_result(result: beam_search.BeamSearchResult) -> List[List[Caption]]:
@@ -186,34 +217,53 @@ def caption_words(sentence: Sequence[int], vocab: vocabulary.Vocabulary) -> List
   return [vocab.id_to_word(i) for i in ids]
 
 
-def format_text(path: str, captions: Sequence[Caption], vocab: vocabulary.Vocabulary) -> str:
-  """The original run_inference's output for one image (newline-terminated lines)."""
+def format_concepts(top: Sequence[top_concepts.Concept]) -> str:
+  """"red (0.98), circle (0.91)": the concepts in order, probabilities to 2 decimals."""
+  return ", ".join(f"{c.word} ({c.probability:.2f})" for c in top)
+
+
+def format_text(path: str, captions: Sequence[Caption], vocab: vocabulary.Vocabulary,
+                image_concepts: Sequence[top_concepts.Concept] = ()) -> str:
+  """The original run_inference's output for one image (newline-terminated lines), then a
+  "  concepts: red (0.98), ..." line if there are concepts."""
   lines = ["Captions for image %s:" % os.path.basename(path)]
   for i, caption in enumerate(captions):
     sentence = " ".join(caption_words(caption.sentence, vocab))
     lines.append("  %d) %s (p=%f)" % (i, sentence, math.exp(caption.logprob)))
+  if image_concepts:
+    lines.append("  concepts: " + format_concepts(image_concepts))
   return "\n".join(lines) + "\n"
 
 
-def format_json(path: str, captions: Sequence[Caption], vocab: vocabulary.Vocabulary) -> str:
-  """One JSON object per line: {"file", "captions", "log_probs"} (captions best first)."""
-  return json.dumps({
+def format_json(path: str, captions: Sequence[Caption], vocab: vocabulary.Vocabulary,
+                image_concepts: Sequence[top_concepts.Concept] = ()) -> str:
+  """One JSON object per line: {"file", "captions", "log_probs"} (captions best first), and
+  "concepts": [{"word", "probability"}, ...] (best first) if there are concepts."""
+  line = {
       "file": path,
       "captions": [" ".join(caption_words(c.sentence, vocab)) for c in captions],
       "log_probs": [c.logprob for c in captions],
-  }) + "\n"
+  }
+  if image_concepts:
+    line["concepts"] = [{"word": c.word, "probability": c.probability} for c in image_concepts]
+  return json.dumps(line) + "\n"
 
 
 def caption_files(checkpoint_path: str, vocab_file: str, input_files: str,
                   inference_config: configuration.InferenceConfig,
                   output_format: str = "text", out: Optional[TextIO] = None,
-                  err: Optional[TextIO] = None) -> int:
+                  err: Optional[TextIO] = None, concepts_file: str = "",
+                  num_concepts_shown: int = 5) -> int:
   """Captions every file matching `input_files`; returns the exit code (1 if a file failed).
 
   Files that cannot be read or decoded are reported on `err` and skipped; the others are
   captioned in order, `inference_config.batch_size` images per beam search. `output_format`
   "text" and "json" write each image's lines as they come; "html" writes one page at the end
   (caption_page: every image inline with its captions, and the files that failed, with why).
+  A model with a concept head also shows each image's `num_concepts_shown` most probable
+  concepts in every format, their words from `concepts_file` ("": concepts.txt beside
+  `vocab_file`; see top_concepts.load_concepts); a model without one, or num_concepts_shown 0,
+  shows none.
   """
   out = out or sys.stdout
   err = err or sys.stderr
@@ -221,6 +271,8 @@ def caption_files(checkpoint_path: str, vocab_file: str, input_files: str,
     raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
   if inference_config.batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {inference_config.batch_size}")
+  if num_concepts_shown < 0:
+    raise ValueError(f"num_concepts_shown must be >= 0, got {num_concepts_shown}")
   beam_search.check_arguments(inference_config.beam_size, inference_config.max_caption_length,
                               inference_config.length_normalization_factor)
   # Everything that can be checked cheaply is, before the model is built.
@@ -228,8 +280,13 @@ def caption_files(checkpoint_path: str, vocab_file: str, input_files: str,
   checkpoint = resolve_checkpoint(checkpoint_path)
   config = configuration.load_config(os.path.dirname(checkpoint))
   vocab = load_vocabulary(vocab_file, config.model, checkpoint)
+  concept_vocab = None
+  if num_concepts_shown:
+    concept_vocab = top_concepts.load_concepts(
+        concepts_file, vocab_file, config.model, checkpoint,
+        alternative="--num_concepts_shown=0 to show no concepts")
   model = restore_model(config.model, checkpoint)
-  captioner = Captioner(model, vocab, inference_config)
+  captioner = Captioner(model, vocab, inference_config, concept_vocab, num_concepts_shown)
   reader = ImageReader(config.model)
   formatter = {"text": format_text, "json": format_json}.get(output_format)
   logging.info("Running caption generation on %d files matching %s", len(filenames),
@@ -250,12 +307,13 @@ def caption_files(checkpoint_path: str, vocab_file: str, input_files: str,
         err.write(f"Error: {e}\n")
         err.flush()
     if images:
-      for entry, captions in zip(decoded, captioner.caption_images(tf.stack(images))):
+      for entry, captions, top in zip(decoded, *captioner.describe_images(tf.stack(images))):
         if formatter:
-          out.write(formatter(entry.path, captions, vocab))
+          out.write(formatter(entry.path, captions, vocab, top))
         else:
           entry.captions = [(" ".join(caption_words(c.sentence, vocab)), math.exp(c.logprob))
                             for c in captions]
+          entry.concepts = top
       out.flush()
     if not formatter:
       entries.extend(batch)

@@ -7,20 +7,33 @@ Its serving signature needs nothing of this project to run, only TensorFlow:
     out["captions"]   # string [B, beam_size], best first, without <S> and </S>
     out["log_probs"]  # float32 [B, beam_size]; "" and -inf where an image has fewer captions
 
-The images go through the same evaluation preprocessing and the same beam search as
-run_inference, so both give the same captions. A batch with an undecodable JPEG fails as a whole.
+A model with a concept head also returns what the encoder sees (without one, only the two above):
+    out["concepts"]       # string [B, k]: the top-k concept words, best first
+    out["concept_probs"]  # float32 [B, k]: their probabilities
+with k = min(5, the number of concepts in concepts.txt).
+
+The images go through the same evaluation preprocessing, beam search and concept ranking as
+run_inference, so both give the same captions and concepts. A batch with an undecodable JPEG
+fails as a whole.
 """
 
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
+from im2txt import concepts
 from im2txt import configuration
 from im2txt import file_io
 from im2txt import vocabulary
 from im2txt.inference import beam_search
 from im2txt.inference import captioning
+from im2txt.inference import top_concepts
 from im2txt.model import image_processing
+
+# Concepts returned per image (fewer if concepts.txt has fewer), as run_inference shows by
+# default (--num_concepts_shown).
+NUM_CONCEPTS_SERVED = 5
 
 
 def caption_strings(result: beam_search.BeamSearchResult, words: tf.Tensor,
@@ -36,12 +49,17 @@ def caption_strings(result: beam_search.BeamSearchResult, words: tf.Tensor,
 
 
 class CaptionModule(tf.Module):
-  """The model's variables, the id -> word table and the `serve` function."""
+  """The model's variables, the id -> word tables and the `serve` function."""
 
   def __init__(self, model, vocab: vocabulary.Vocabulary,
-               inference_config: configuration.InferenceConfig):
+               inference_config: configuration.InferenceConfig,
+               concept_vocab: Optional[concepts.ConceptVocabulary] = None):
     super().__init__(name="im2txt")
     model_config = model.config
+    if model.concept_head is not None and concept_vocab is None:
+      raise ValueError("The model has a concept head: give its concept words (concepts.txt)")
+    if model.concept_head is None and concept_vocab is not None:
+      raise ValueError("Concept words given for a model without a concept head")
     # Every id the model can emit has a word: the ids past the vocabulary file are <UNK>.
     words = vocab.words + [vocabulary.UNK_WORD] * (model_config.vocab_size - len(vocab))
     self.words = tf.constant(words)
@@ -54,31 +72,49 @@ class CaptionModule(tf.Module):
     image_spec = tf.TensorSpec([model_config.image_height, model_config.image_width, 3],
                                tf.float32)
     end_id = vocab.end_id
+    concept_search = None
+    if concept_vocab is not None:
+      self.concept_words = tf.constant(concept_vocab.words, tf.string)
+      concept_search = top_concepts.ConceptSearch(model, vocab, inference_config,
+                                                  len(concept_vocab), NUM_CONCEPTS_SERVED)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="jpegs")])
     def serve(jpegs):
       images = tf.map_fn(
           lambda jpeg: image_processing.process_image(jpeg, model_config, is_training=False),
           jpegs, fn_output_signature=image_spec)
-      result = search.search(images)
-      return {
+      if concept_search is None:
+        result = search.search(images)
+      else:
+        result, probabilities, ids = concept_search(images)
+      outputs = {
           "captions": tf.where(result.valid, caption_strings(result, self.words, end_id), ""),
           "log_probs": tf.where(result.valid, result.log_probs, -np.inf),
       }
+      if concept_search is not None:
+        outputs["concepts"] = tf.gather(self.concept_words, ids)
+        outputs["concept_probs"] = probabilities
+      return outputs
 
     self.serve = serve
 
 
 def export_saved_model(checkpoint_path: str, vocab_file: str, export_dir: str,
-                       inference_config: configuration.InferenceConfig) -> str:
-  """Writes the SavedModel of a checkpoint to export_dir (which must not exist); returns it."""
+                       inference_config: configuration.InferenceConfig,
+                       concepts_file: str = "") -> str:
+  """Writes the SavedModel of a checkpoint to export_dir (which must not exist); returns it.
+
+  A model with a concept head needs its concepts.txt: `concepts_file`, or by default the one
+  beside `vocab_file` (see top_concepts.load_concepts).
+  """
   beam_search.check_arguments(inference_config.beam_size, inference_config.max_caption_length,
                               inference_config.length_normalization_factor)
   if tf.io.gfile.exists(export_dir):
     raise FileExistsError(f"--export_dir {export_dir} already exists; choose a new directory")
   model, config, checkpoint = captioning.load_model(checkpoint_path)
   vocab = captioning.load_vocabulary(vocab_file, config.model, checkpoint)
-  module = CaptionModule(model, vocab, inference_config)
+  concept_vocab = top_concepts.load_concepts(concepts_file, vocab_file, config.model, checkpoint)
+  module = CaptionModule(model, vocab, inference_config, concept_vocab)
   # Written beside the target and renamed, so a reader never sees half a SavedModel.
   with file_io.atomic_path(export_dir) as tmp_dir:
     tf.saved_model.save(module, tmp_dir,

@@ -15,7 +15,13 @@ Training (`call`, teacher forcing):
 Inference is two methods, all beam search needs:
     initial_state(images)           -> state after the image step
     step(word_ids, state)           -> (log_probs [B, vocab], new state)
-A state is a tuple (h, c) of [B, num_lstm_units] tensors.
+A state is a tuple (h, c) of [B, num_lstm_units] tensors (with concept_input "every_step",
+(h, c, concepts): the projected concept probabilities [B, embedding_size] added to every input).
+
+With a concept head (model.num_concepts > 0, see concept_head.py), `caption_and_concept_logits`
+gives the training step both outputs, and `concept_probabilities(images)` what the encoder sees.
+`initial_state_from_features` and `concept_probabilities_from_features` take Inception's pooled
+features instead of images, so that one encoder pass gives both the captions and the concepts.
 """
 
 from typing import List, Tuple
@@ -23,6 +29,7 @@ from typing import List, Tuple
 import tensorflow as tf
 
 from im2txt import configuration
+from im2txt.model import concept_head
 from im2txt.model import slim_inception
 from im2txt.model import tfa_ops
 
@@ -38,6 +45,7 @@ def check_config(config: configuration.ModelConfig) -> None:
   if not 0.0 <= config.inception_batch_norm_momentum <= 1.0:
     raise ValueError("model.inception_batch_norm_momentum must be in [0, 1], not "
                      f"{config.inception_batch_norm_momentum}")
+  concept_head.check_config(config)
 
 
 class ShowAndTellModel(tf.keras.Model):
@@ -78,6 +86,15 @@ class ShowAndTellModel(tf.keras.Model):
     self.lstm_output_dropout = tf.keras.layers.Dropout(lstm_dropout, name="lstm_output_dropout")
     self.logits_layer = tf.keras.layers.Dense(
         config.vocab_size, kernel_initializer=_uniform(scale), name="logits")
+    # Visual concepts (off in the default preset: no variable is added to the original's model).
+    self.concept_head = (
+        tf.keras.layers.Dense(config.num_concepts, kernel_initializer=_uniform(scale),
+                              name="concept_head")
+        if config.num_concepts else None)
+    self.concept_embedding = (
+        tf.keras.layers.Dense(config.embedding_size, use_bias=False,
+                              kernel_initializer=_uniform(scale), name="concept_embedding")
+        if config.concept_input != "none" else None)
     self.set_train_inception(train_inception)
 
   def set_train_inception(self, train_inception: bool) -> None:
@@ -134,19 +151,62 @@ class ShowAndTellModel(tf.keras.Model):
     of the images, computed beforehand by this model's frozen Inception (a feature cache, see
     beam_jobs/extract_image_features); the result is the same as on the images.
     """
+    return self.caption_and_concept_logits(inputs, training)[0]
+
+  def caption_and_concept_logits(self, inputs, training: bool = False):
+    """As `call`, and the concept head's logits [B, num_concepts] (None without a head)."""
     if "image_features" in inputs:
       if self.train_inception:
         raise ValueError("Phase 2 (train_inception) fine-tunes Inception: it trains on images, "
                          "not on cached Inception features")
-      embeddings = self.embed_image_features(inputs["image_features"], training=training)
+      features = inputs["image_features"]
     else:
-      embeddings = self.embed_images(inputs["images"], training=training)
+      features = self.image_features(inputs["images"], training=training)
+    embeddings = self.embed_image_features(features, training=training)
+    concept_logits = self._concept_logits(features)
+    concepts = self._concept_inputs(concept_logits)
+    if concepts is not None:
+      embeddings += concepts
     state = self._image_step(embeddings, training)
     words = self.seq_embedding(inputs["input_seqs"])
+    if self.config.concept_input == "every_step":
+      words += concepts[:, tf.newaxis, :]
     words = self.lstm_input_dropout(words, training=training)
     outputs = self.lstm(words, initial_state=list(state), training=training)
     outputs = self.lstm_output_dropout(outputs, training=training)
-    return self.logits_layer(outputs)
+    return self.logits_layer(outputs), concept_logits
+
+  # --- visual concepts ---------------------------------------------------------------------
+
+  def _concept_logits(self, features: tf.Tensor):
+    return None if self.concept_head is None else self.concept_head(features)
+
+  def _concept_inputs(self, concept_logits):
+    """The concept probabilities as LSTM input [B, E], or None (concept_input "none"). The
+    caption loss does not flow back into the head through them."""
+    if self.concept_embedding is None:
+      return None
+    return self.concept_embedding(tf.stop_gradient(tf.sigmoid(concept_logits)))
+
+  def concept_logits(self, inputs, training: bool = False) -> tf.Tensor:
+    """The concept head alone (no decoder): {"images"} or {"image_features"} -> [B, concepts]."""
+    if "image_features" in inputs:
+      return self.concept_head(inputs["image_features"])
+    return self.concept_head(self.image_features(inputs["images"], training=training))
+
+  def concept_variables(self) -> List[tf.Variable]:
+    """What the concept loss alone trains: the head, and Inception while it is trained."""
+    return self.inception.trainable_variables + self.concept_head.trainable_variables
+
+  def concept_probabilities(self, images: tf.Tensor) -> tf.Tensor:
+    """The concept head's probabilities [B, num_concepts] float32 (inference mode)."""
+    return self.concept_probabilities_from_features(self.image_features(images, training=False))
+
+  def concept_probabilities_from_features(self, features: tf.Tensor) -> tf.Tensor:
+    """As `concept_probabilities`, from Inception's pooled features [B, 2048]."""
+    if self.concept_head is None:
+      raise ValueError("This model has no concept head (model.num_concepts is 0)")
+    return tf.sigmoid(tf.cast(self.concept_head(features), tf.float32))
 
   def token_losses(self, logits: tf.Tensor, target_seqs: tf.Tensor,
                    input_mask: tf.Tensor) -> tf.Tensor:
@@ -157,14 +217,28 @@ class ShowAndTellModel(tf.keras.Model):
 
   def initial_state(self, images: tf.Tensor) -> State:
     """The LSTM state after feeding the image embedding (inference mode)."""
-    return self._image_step(self.embed_images(images, training=False), training=False)
+    return self.initial_state_from_features(self.image_features(images, training=False))
+
+  def initial_state_from_features(self, features: tf.Tensor) -> State:
+    """As `initial_state`, from Inception's pooled features [B, 2048]: run_inference computes
+    them once for both the captions and the concepts (Inception is most of the work)."""
+    embeddings = self.embed_image_features(features, training=False)
+    concepts = self._concept_inputs(self._concept_logits(features))
+    if concepts is None:
+      return self._image_step(embeddings, training=False)
+    state = self._image_step(embeddings + concepts, training=False)
+    if self.config.concept_input == "every_step":
+      return state + (concepts,)
+    return state
 
   def step(self, word_ids: tf.Tensor, state: State) -> Tuple[tf.Tensor, State]:
     """One decoding step: word_ids [B] -> (log-probabilities [B, vocab] float32, new state)."""
     words = self.seq_embedding(word_ids)
-    output, new_state = self.lstm_cell(words, list(state), training=False)
+    if len(state) == 3:  # concept_input "every_step": the concepts ride along in the state.
+      words += state[2]
+    output, new_state = self.lstm_cell(words, list(state[:2]), training=False)
     logits = tf.cast(self.logits_layer(output), tf.float32)
-    return tf.nn.log_softmax(logits), tuple(new_state)
+    return tf.nn.log_softmax(logits), tuple(new_state) + tuple(state[2:])
 
   # --- Inception initialisation ------------------------------------------------------------
 

@@ -9,6 +9,11 @@ from typing import Optional, Sequence
 
 # TrainOptions.steps_per_loop=0 on a machine with GPUs or TPUs.
 ACCELERATOR_STEPS_PER_LOOP = 20
+# What a run optimises: "cross_entropy", the captions' next-word loss (with the concept head's
+# loss beside it when the model has one); "concepts", the concept head's loss alone, a
+# pretraining of a random Inception from the captions' words (the analogue of the original's
+# ImageNet pretraining; the decoder is left as it is).
+OBJECTIVES = ("cross_entropy", "concepts")
 
 
 @dataclasses.dataclass
@@ -21,6 +26,8 @@ class TrainOptions:
   train_dir: str
   # Phase 2: fine-tune InceptionV3 too (otherwise it is frozen).
   train_inception: bool = False
+  # One of OBJECTIVES.
+  objective: str = "cross_entropy"
   # Global step at which training stops (a total, not a count for this run).
   number_of_steps: int = 1000000
   # A progress line is logged every this many steps.

@@ -14,13 +14,15 @@ functions, which train() calls first.
 
 import dataclasses
 import os
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from absl import logging
 import tensorflow as tf
 
+from im2txt import concepts
 from im2txt import configuration
 from im2txt import file_io
+from im2txt import sequence_example
 from im2txt import vocabulary
 from im2txt.data import feature_cache
 from im2txt.data import inputs
@@ -85,6 +87,53 @@ def check_vocabulary_fits(config: configuration.Config,
         f"model's vocab_size {config.model.vocab_size} (model.vocab_size in the run's "
         f"configuration, {config_source(options.train_dir)} or --config_file): its records "
         f"hold caption ids the model cannot predict. Set model.vocab_size to at least {size}.")
+
+
+def check_objective(config: configuration.Config, options: train_options.TrainOptions) -> None:
+  """The concept objective needs a concept head."""
+  if options.objective == "concepts" and not config.model.num_concepts:
+    raise ValueError(
+        "--objective=concepts trains the concept head, but the model has none "
+        f"(model.num_concepts is 0 in {config_source(options.train_dir)} or --config_file): "
+        "set model.num_concepts to at least the lines of the data's concepts.txt")
+
+
+def concept_table(config: configuration.Config,
+                  options: train_options.TrainOptions) -> Optional[List[int]]:
+  """Where a concept head's targets come from: None when the records carry image/concept_ids
+  (the Beam job's, or no concept head), else the table word id -> concept id (or -1) that makes
+  them from each record's own caption (records of the original builder), from the concepts.txt
+  and word_counts.txt beside the shards. Checked before anything is written."""
+  if not config.model.num_concepts:
+    return None
+  files = file_io.expand_patterns(options.input_file_pattern, "--input_file_pattern")
+  folder = os.path.dirname(files[0])
+  concepts_file = os.path.join(folder, concepts.CONCEPTS_FILENAME)
+  found = tf.io.gfile.exists(concepts_file)
+  if found:
+    size = len(concepts.ConceptVocabulary.from_file(concepts_file))
+    if size > config.model.num_concepts:
+      raise ValueError(
+          f"{concepts_file} (beside the input shards) has {size} concepts, more than the "
+          f"model's concept head predicts (model.num_concepts {config.model.num_concepts} in "
+          f"{config_source(options.train_dir)} or --config_file). Set model.num_concepts to at "
+          f"least {size}.")
+  record = next((r for r in map(feature_cache.first_record, files) if r is not None), None)
+  if record is None or sequence_example.has_concept_ids(record):
+    return None
+  vocab_file = os.path.join(folder, VOCAB_FILENAME)
+  if not found or not tf.io.gfile.exists(vocab_file):
+    raise ValueError(
+        f"{files[0]}: its records carry no {sequence_example.CONCEPT_IDS_FEATURE} and there is "
+        f"no {concepts.CONCEPTS_FILENAME} with {VOCAB_FILENAME} beside them, but the model has a "
+        "concept head (model.num_concepts): rebuild the data with build_mscoco_data (it writes "
+        "both), or set model.num_concepts to 0")
+  logging.info("The records of %s carry no %s (written by the original builder?): each one's "
+               "concept targets are the concepts of its own caption (%s)",
+               options.input_file_pattern, sequence_example.CONCEPT_IDS_FEATURE, concepts_file)
+  table = concepts.ConceptVocabulary.from_file(concepts_file).word_to_concept_table(
+      vocabulary.Vocabulary.from_file(vocab_file))
+  return table + [-1] * (config.model.vocab_size - len(table))
 
 
 def check_feature_records(options: train_options.TrainOptions,

@@ -41,6 +41,7 @@ import tensorflow as tf
 from im2txt import configuration
 from im2txt.data import feature_cache
 from im2txt.data import inputs
+from im2txt.model import concept_head
 from im2txt.model import show_and_tell_model
 from im2txt.training import optimization
 from im2txt.training import train_options
@@ -121,7 +122,7 @@ def _worker(strategy) -> tuple:
 
 
 def make_train_functions(strategy, state: train_state.TrainState, config: configuration.Config,
-                         element_spec=None):
+                         element_spec=None, objective: str = "cross_entropy"):
   """The compiled training functions: (train_step, train_loop).
 
   train_step(batch, votes [2]) -> dict of scalars: one step on a batch the host holds (the
@@ -133,24 +134,43 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
     was not finite. Same ops and batches as num_steps train_step calls, so the same losses.
   """
   model, optimizer, step = state.model, state.optimizer, state.step
+  # The concept head's loss (concept_head.py), beside the caption loss; 0: the original's step.
+  # The "concepts" objective trains the head (and Inception, in phase 2) on it alone.
+  concepts_only = objective == "concepts"
+  concept_weight = config.model.concept_loss_weight
+  global_batch = config.input.batch_size  # Training batches are whole (drop_remainder).
   clip = config.training.clip_gradients
   decay = config.training.inception_weight_decay if model.train_inception else 0.0
   scaled = isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+
+  def objective_losses(batch, model_inputs, num_tokens):
+    """([the objective's loss, the concept loss if added], the total to minimise without L2),
+    as this replica's shares of the global batch's means."""
+    if concepts_only:
+      loss = _concept_loss(model.concept_logits(model_inputs, training=True), batch, global_batch)
+      return [loss], loss
+    if concept_weight:
+      logits, concept_logits = model.caption_and_concept_logits(model_inputs, training=True)
+    else:
+      logits = model(model_inputs, training=True)
+    token_losses = model.token_losses(logits, batch["target_seqs"], batch["input_mask"])
+    # This replica's share of the global batch's mean token loss.
+    batch_loss = tf.reduce_sum(token_losses) / num_tokens
+    if not concept_weight:
+      return [batch_loss], batch_loss
+    concept_loss = _concept_loss(concept_logits, batch, global_batch)
+    return [batch_loss, concept_loss], batch_loss + concept_weight * concept_loss
 
   def replica_step(batch, votes):
     context = tf.distribute.get_replica_context()
     mask = tf.cast(batch["input_mask"], tf.float32)
     totals = context.all_reduce(_SUM, tf.concat([[tf.reduce_sum(mask)], votes], 0))
-    variables = model.trainable_variables
+    variables = model.concept_variables() if concepts_only else model.trainable_variables
     with tf.GradientTape() as tape:
       # Images, or on feature records (phase 1 only) Inception's cached features.
       image_key = "images" if "images" in batch else "image_features"
-      logits = model({image_key: batch[image_key], "input_seqs": batch["input_seqs"]},
-                     training=True)
-      token_losses = model.token_losses(logits, batch["target_seqs"], batch["input_mask"])
-      # This replica's share of the global batch's mean token loss.
-      batch_loss = tf.reduce_sum(token_losses) / totals[0]
-      total_loss = batch_loss
+      model_inputs = {image_key: batch[image_key], "input_seqs": batch["input_seqs"]}
+      losses, total_loss = objective_losses(batch, model_inputs, totals[0])
       if decay:
         total_loss += optimization.inception_l2_loss(model, decay) / context.num_replicas_in_sync
       loss = optimizer.get_scaled_loss(total_loss) if scaled else total_loss
@@ -162,7 +182,7 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
     if clip > 0:
       grads, _ = tf.clip_by_global_norm(grads, clip, use_norm=grad_norm)
     optimizer.apply_gradients(zip(grads, variables), experimental_aggregate_gradients=False)
-    return tf.stack([batch_loss, total_loss]), tf.concat([[grad_norm], totals[1:]], 0)
+    return tf.stack(losses + [total_loss]), tf.concat([[grad_norm], totals[1:]], 0)
 
   def run_step(batch, votes):
     losses, replicated = strategy.run(replica_step, args=(batch, votes))
@@ -174,8 +194,11 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
   def train_step(batch, votes):
     learning_rate = tf.cast(state.lr_fn(step), tf.float32)
     losses, replicated = run_step(batch, votes)
-    return {"batch_loss": losses[0], "total_loss": losses[1], "grad_norm": replicated[0],
-            "votes": replicated[1:], "learning_rate": learning_rate}
+    out = {"batch_loss": losses[0], "total_loss": losses[-1], "grad_norm": replicated[0],
+           "votes": replicated[1:], "learning_rate": learning_rate}
+    if losses.shape[0] > 2:  # The concept loss beside the caption loss.
+      out["concept_loss"] = losses[1]
+    return out
 
   def train_loop(iterator, num_steps):
     finite = tf.constant(True)
@@ -192,6 +215,12 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
   if element_spec is not None:
     signature = [element_spec, tf.TensorSpec([2], tf.float32)]
   return tf.function(train_step, input_signature=signature), tf.function(train_loop)
+
+
+def _concept_loss(concept_logits, batch, global_batch: int) -> tf.Tensor:
+  """This replica's share of the global batch's mean (per image) concept loss."""
+  return tf.reduce_sum(concept_head.concept_losses(
+      concept_logits, batch["concept_targets"])) / global_batch
 
 
 @contextlib.contextmanager
@@ -226,6 +255,9 @@ def _validate(options: TrainOptions) -> None:
     raise ValueError(f"steps_per_loop must be >= 0 (0: automatic), not {options.steps_per_loop}")
   if not options.train_dir:
     raise ValueError("train_dir is required")
+  if options.objective not in train_options.OBJECTIVES:
+    raise ValueError(f"Unknown objective {options.objective!r}; expected one of "
+                     f"{train_options.OBJECTIVES}")
 
 
 def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
@@ -236,6 +268,8 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   show_and_tell_model.check_config(config.model)
   train_state.check_inception_source(config, options)
   train_state.check_vocabulary_fits(config, options)
+  train_state.check_objective(config, options)
+  concept_table = train_state.concept_table(config, options)
   # Feature records or image records, read once from the first record.
   features = feature_cache.feature_shape(options.input_file_pattern)
   train_state.check_feature_records(options, features)
@@ -246,7 +280,7 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   if policy:
     tf.keras.mixed_precision.set_global_policy(policy)
   try:
-    return _train(strategy, config, options, features)
+    return _train(strategy, config, options, features, concept_table)
   finally:
     tf.keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -270,7 +304,8 @@ def _loop_size(step: int, options: TrainOptions, save_steps: int, first: bool) -
 
 
 def _train(strategy, config: configuration.Config, options: TrainOptions,
-           features: Optional[feature_cache.FeatureShape]) -> TrainResult:
+           features: Optional[feature_cache.FeatureShape],
+           concept_table: Optional[Sequence[int]]) -> TrainResult:
   if options.seed is not None:
     tf.keras.utils.set_random_seed(options.seed)
   is_chief, task_id, num_workers = _worker(strategy)
@@ -290,12 +325,13 @@ def _train(strategy, config: configuration.Config, options: TrainOptions,
   dataset = strategy.distribute_datasets_from_function(
       lambda context: inputs.make_dataset(
           pattern, config, is_training=True, batch_size=global_batch, input_context=context,
-          skip_bad_images=options.skip_bad_images, seed=seed, features=features))
+          skip_bad_images=options.skip_bad_images, seed=seed, features=features,
+          concept_table=concept_table))
   iterator = iter(dataset)
   state = train_state.build(strategy, config, options, global_batch, checkpoint_dir, features)
   with strategy.scope():
     train_step, train_loop = make_train_functions(strategy, state, config,
-                                                  iterator.element_spec)
+                                                  iterator.element_spec, options.objective)
   model, step = state.model, state.step
 
   start_step = int(step.numpy())
@@ -305,9 +341,13 @@ def _train(strategy, config: configuration.Config, options: TrainOptions,
   summaries = training_summaries.TrainingSummaries(
       options.train_dir if is_chief else None, config.training, global_batch,
       options.number_of_steps, options.log_every_n_steps)
+  phase = ("phase 2 (Inception fine-tuned)" if options.train_inception else
+           "phase 1 (Inception frozen)")
+  if options.objective == "concepts":
+    phase = ("the concept head and Inception on the concept loss" if options.train_inception
+             else "the concept head on the concept loss (Inception frozen)")
   logging.info("Training %s from step %d to %d on %d replica(s), global batch %d, %d steps "
-               "per loop.", "phase 2 (Inception fine-tuned)" if options.train_inception else
-               "phase 1 (Inception frozen)", start_step, options.number_of_steps,
+               "per loop.", phase, start_step, options.number_of_steps,
                strategy.num_replicas_in_sync, global_batch, steps_per_loop(options))
 
   def diverged(what: str) -> FloatingPointError:

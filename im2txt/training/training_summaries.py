@@ -87,6 +87,8 @@ class TrainingSummaries:
     with self._writer.as_default(step=step):
       tf.summary.scalar("losses/batch_loss", out["batch_loss"])
       tf.summary.scalar("losses/total_loss", out["total_loss"])
+      if "concept_loss" in out:
+        tf.summary.scalar("losses/concept_loss", out["concept_loss"])
       tf.summary.scalar("learning_rate", out["learning_rate"])
       tf.summary.scalar("gradient_norm", out["grad_norm"])
       if steps_per_sec == steps_per_sec:
