@@ -61,8 +61,11 @@ def _checkpoints(train_dir: str, first_step: int):
 def main(argv):
   del argv
   output_dir = FLAGS.output_dir or tempfile.mkdtemp(prefix="bench_demo_curve_")
+  # The demo's recipe before concept pretraining (README's curve): 1,500 images, 600 phase-1
+  # steps, then phase 2.
   options = run_demo.DemoOptions(output_dir=output_dir, phase2_steps=FLAGS.phase2_steps,
-                                 seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every)
+                                 seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every,
+                                 num_train_images=1500, concept_steps=0)
   # Every checkpoint kept.
   options.keep_checkpoints = ((options.phase1_steps + options.phase2_steps)
                               // FLAGS.checkpoint_every + 3)

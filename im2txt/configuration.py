@@ -59,7 +59,8 @@ class ModelConfig:
   # concepts.txt, as vocab_size is to word_counts.txt); 0: no head, the original's model.
   num_concepts: int = 0
   # Weight of the head's multi-label loss (summed over concepts, averaged over images) beside
-  # the caption loss.
+  # the caption loss; 0 leaves the head as it is (e.g. as `train --objective=concepts`, which
+  # trains it on that loss alone, left it).
   concept_loss_weight: float = 0.0
   # How the predicted concept probabilities reach the LSTM (Yao et al.'s LSTM-A): "none", "start"
   # (projected and added to the image embedding, the LSTM's first input) or "every_step"

@@ -249,6 +249,16 @@ class TrainTest(tf.test.TestCase):
     decoder = ("model/lstm", "model/logits", "model/seq_embedding", "model/image_embedding")
     self.assertTrue(any(name.startswith(decoder) for name in changed))
     self.assertFalse([name for name in trained if name.startswith(decoder)])
+    # Then phase 1 with concept_loss_weight 0: the decoder learns to caption, the pretrained
+    # head is left as it is (the caption loss does not reach it).
+    options = dataclasses.replace(options, number_of_steps=5, train_inception=False,
+                                  objective="cross_entropy")
+    phase1 = tf.train.load_checkpoint(trainer.train(config, options).last_checkpoint)
+    for name in changed:
+      differs = not np.array_equal(after.get_tensor(name), phase1.get_tensor(name))
+      self.assertEqual(differs, name.startswith(("model/lstm", "model/logits",
+                                                 "model/seq_embedding", "model/image_embedding")),
+                       name)
 
   def test_concept_objective_needs_a_head(self):
     data = os.path.join(self.tmp, "no_head")

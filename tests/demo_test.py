@@ -1,17 +1,17 @@
 """Integration test: the end-to-end demo at a small scale learns.
 
-Runs demo/run_demo.py (sample data -> Beam job -> phase 1 -> phase 2 with the evaluator
-alongside -> run_inference on the held-out images) and asserts that every stage did its job and
-that the model learned: held-out captions name the right colour of nearly every image, every
-caption names a colour and a shape, perplexity is far below the vocabulary size, and there are
-training and evaluator events for the checkpoints.
+Runs demo/run_demo.py as the demo runs by default (sample data -> Beam job with concepts ->
+concept pretraining of the random Inception -> phase 1 on cached features, the concept
+probabilities fed to the LSTM, with the evaluator alongside -> run_inference on the held-out
+images) and asserts that every stage did its job and that the model learned: held-out captions
+name the right colour of nearly every image, every caption names a colour and a shape,
+perplexity is far below the vocabulary size, the evaluator scored the concept head, and there
+are training and evaluator events for the checkpoints.
 The shapes of the sample dataset sit anywhere, at any size from a sixth to a half of the image:
-no run on this machine kind has learned them yet (bench/bench_demo_curve: the right shape stays
-at chance, ~20%, through 1,800 phase-2 steps), so the right shape is not asserted. The colours
-are learned in phase 2 (phase 1 on the random encoder's features reads 42% of them): at this scale
-(400+250 steps; the suite's slowest test) the right colour was measured at 95.0% (91.7% and 86.7%
-with 100 phase-2 steps), and every caption named a colour and a shape; the demo's 600+500 steps
-gave 95-100% over three seeds.
+the demo's 1,000 pretraining steps on 8,000 images name the right shape for 66.7% of the
+held-out images (seed 0), but this test's 200 steps on 1,000 images do not learn them, so the
+right shape is not asserted. The colours are learned by the concept head within 200 steps and
+read by the decoder through the concept probabilities.
 The console output is checked as a user sees it: no library log line or warning among the
 demo's lines (they are in the log files).
 """
@@ -38,8 +38,10 @@ class DemoTest(unittest.TestCase):
     with tempfile.TemporaryDirectory() as out:
       options = run_demo.DemoOptions(
           output_dir=out, num_train_images=int(os.environ.get("DEMO_TEST_TRAIN_IMAGES", 1000)),
-          num_val_images=600, phase1_steps=int(os.environ.get("DEMO_TEST_PHASE1_STEPS", 400)),
-          phase2_steps=int(os.environ.get("DEMO_TEST_PHASE2_STEPS", 250)),
+          num_val_images=600,
+          concept_steps=int(os.environ.get("DEMO_TEST_CONCEPT_STEPS", 200)),
+          phase1_steps=int(os.environ.get("DEMO_TEST_PHASE1_STEPS", 800)),
+          phase2_steps=int(os.environ.get("DEMO_TEST_PHASE2_STEPS", 0)),
           eval_num_examples=200, eval_caption_images=30, show_captions=5)
       console_file = os.path.join(out, "console.txt")
       with console_output.stderr_to(console_file, stdout=True):
@@ -49,6 +51,7 @@ class DemoTest(unittest.TestCase):
       print(console)
       # The demo's own lines and its binaries' progress are shown; nothing from the libraries.
       self.assertIn("1/8 sample dataset", console)
+      self.assertIn("Training the concept head and Inception on the concept loss", console)
       self.assertIn("Training phase 1 (Inception frozen)", console)
       self.assertIn("Held-out accuracy", console)
       self.assertEqual([l for l in console.splitlines() if _LIBRARY_LINE.search(l)], [])
@@ -62,11 +65,15 @@ class DemoTest(unittest.TestCase):
       self.assertTrue(result.train_event_files, "no training TensorBoard events")
       self.assertTrue(result.eval_event_files, "no evaluation TensorBoard events")
       self.assertTrue(result.eval_scalars, "the evaluator wrote no scalars")
-      self.assertIn(options.phase1_steps + options.phase2_steps, result.eval_scalars,
-                    "the final checkpoint was not evaluated")
+      final_step = options.concept_steps + options.phase1_steps + options.phase2_steps
+      self.assertIn(final_step, result.eval_scalars, "the final checkpoint was not evaluated")
+      # The pretraining's checkpoints (no trained decoder yet) are not evaluated.
+      self.assertGreater(min(result.eval_scalars), options.concept_steps)
       last = result.eval_scalars[max(result.eval_scalars)]
       self.assertLess(last["Perplexity"], result.vocab_size / 4)
       self.assertIn("CIDEr", last)
+      # The concept head, scored by the evaluator: far above chance at ranking its concepts.
+      self.assertGreater(last["concepts/mAP"], 0.5)
       # Chance: 1/6 for the colour.
       self.assertGreaterEqual(result.colour_accuracy, 0.85)
       self.assertGreaterEqual(result.complete_fraction, 0.95)
@@ -81,6 +88,10 @@ class DemoTest(unittest.TestCase):
       self.assertEqual(page.count('<img src="data:image/jpeg;base64,'), result.num_images)
       self.assertEqual(page.count("OK  truth: ") + page.count("BAD  truth: "), result.num_images)
       self.assertEqual(page.count("OK  truth: "), round(result.accuracy * result.num_images))
+      # What the encoder sees: each image's top concepts, on the page and on the console.
+      self.assertEqual(page.count('<div class="concepts">concepts: '), result.num_images)
+      self.assertEqual(len(re.findall(r"(?m)^      concepts: \w+ \d\.\d\d, ", console)),
+                       options.show_captions)
       for title in ("training loss (batch)", "evaluation perplexity", "evaluation BLEU-4",
                     "evaluation CIDEr"):
         self.assertIn(f"<figcaption>{title} per step</figcaption>", page)

@@ -49,6 +49,15 @@ class ParseCaptionsTest(unittest.TestCase):
     self.assertAlmostEqual(parsed["/d/a.jpg"][1], math.exp(-0.5))
     self.assertEqual(parsed["/d/b.jpg"], ("", 0.0))
 
+  def test_concepts_of_run_inference(self):
+    text = ('[{"file": "/d/a.jpg", "captions": ["a red circle"], "log_probs": [-0.5], '
+            '"concepts": [{"word": "red", "probability": 0.98}, '
+            '{"word": "circle", "probability": 0.5}]},\n'
+            ' {"file": "/d/b.jpg", "captions": [], "log_probs": []}]')
+    self.assertEqual(run_demo.parse_concepts(text),
+                     {"/d/a.jpg": [("red", 0.98), ("circle", 0.5)], "/d/b.jpg": []})
+    self.assertEqual(run_demo.parse_captions(text)["/d/a.jpg"][0], "a red circle")
+
 
 # The child reports the niceness of its main thread and of a thread it starts (as TensorFlow's
 # are), after a pause that leaves the parent time to have set it.

@@ -143,6 +143,13 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
   decay = config.training.inception_weight_decay if model.train_inception else 0.0
   scaled = isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
 
+  # The caption loss does not reach the concept head (its probabilities enter the LSTM through a
+  # stop_gradient): with concept_loss_weight 0 the head is left as it is, e.g. as the concept
+  # pretraining (--objective=concepts) left it.
+  head = set(id(v) for v in model.concept_head.trainable_variables) if (
+      model.concept_head is not None and not concept_weight) else set()
+  caption_variables = [v for v in model.trainable_variables if id(v) not in head]
+
   def objective_losses(batch, model_inputs, num_tokens):
     """([the objective's loss, the concept loss if added], the total to minimise without L2),
     as this replica's shares of the global batch's means."""
@@ -165,7 +172,7 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
     context = tf.distribute.get_replica_context()
     mask = tf.cast(batch["input_mask"], tf.float32)
     totals = context.all_reduce(_SUM, tf.concat([[tf.reduce_sum(mask)], votes], 0))
-    variables = model.concept_variables() if concepts_only else model.trainable_variables
+    variables = model.concept_variables() if concepts_only else caption_variables
     with tf.GradientTape() as tape:
       # Images, or on feature records (phase 1 only) Inception's cached features.
       image_key = "images" if "images" in batch else "image_features"
