@@ -90,16 +90,18 @@ def feature_shape(file_pattern: str) -> Optional[FeatureShape]:
   return files_feature_shape(file_io.expand_patterns(file_pattern, "--input_file_pattern"))
 
 
+def first_record_in(files: Sequence[str]) -> Optional[bytes]:
+  """The first record of the first of `files` that holds one (None if none does): what the
+  trainer and the evaluator judge the records by (feature or image records, concept ids)."""
+  return next((r for r in map(first_record, files) if r is not None), None)
+
+
 def files_feature_shape(files: Sequence[str]) -> Optional[FeatureShape]:
   """feature_shape of the files a pattern expanded to."""
-  for path in files:
-    record = first_record(path)
-    if record is None:
-      continue
-    if not sequence_example.is_feature_record(record):
-      return None
-    return FeatureShape(*sequence_example.feature_shape(record), os.path.dirname(files[0]))
-  return None
+  record = first_record_in(files)
+  if record is None or not sequence_example.is_feature_record(record):
+    return None
+  return FeatureShape(*sequence_example.feature_shape(record), os.path.dirname(files[0]))
 
 
 def check_model(model, shape: FeatureShape) -> None:

@@ -180,7 +180,7 @@ def records_carry_concept_ids(file_pattern: str) -> bool:
   """Whether the records hold image/concept_ids (the Beam job's), judged by the first one. The
   original builder's have none: the pipeline would read all their concept targets as zero."""
   files = file_io.expand_patterns(file_pattern, "--input_file_pattern")
-  record = next((r for r in map(feature_cache.first_record, files) if r is not None), None)
+  record = feature_cache.first_record_in(files)
   return record is not None and sequence_example.has_concept_ids(record)
 
 

@@ -118,7 +118,7 @@ def concept_table(config: configuration.Config,
           f"model's concept head predicts (model.num_concepts {config.model.num_concepts} in "
           f"{config_source(options.train_dir)} or --config_file). Set model.num_concepts to at "
           f"least {size}.")
-  record = next((r for r in map(feature_cache.first_record, files) if r is not None), None)
+  record = feature_cache.first_record_in(files)
   if record is None or sequence_example.has_concept_ids(record):
     return None
   vocab_file = os.path.join(folder, VOCAB_FILENAME)
