@@ -55,7 +55,7 @@ def _drop(reason: str) -> CheckedImage:
   return CheckedImage(DROP, reason)
 
 
-def _to_rgb_jpeg(image: Image.Image) -> bytes:
+def to_rgb_jpeg(image: Image.Image) -> bytes:
   """Encodes a decoded PIL image as an RGB JPEG; transparency is composited over white."""
   if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
     rgba = image.convert("RGBA")
@@ -104,7 +104,7 @@ def _convert(data: bytes, reason: str, undecodable_reason: str) -> CheckedImage:
     return _drop(undecodable_reason)
   try:
     image.load()
-    return CheckedImage(CONVERT, reason, _to_rgb_jpeg(image))
+    return CheckedImage(CONVERT, reason, to_rgb_jpeg(image))
   except Exception:  # pylint: disable=broad-except
     return _drop("images_dropped_corrupt_image")
 

@@ -8,7 +8,8 @@ runs without PYTHONPATH and outside the source tree, so nothing can import the c
 Then Beam's DaskRunner runs build_mscoco_data on a local dask.distributed cluster (a scheduler
 and two worker processes on 127.0.0.1), whose workers import the code from the installed
 package, and the shards, the vocabulary and the summary must equal DirectRunner's byte for byte;
-so must extract_image_features' feature shards and counts (RunInference on the same cluster).
+so must extract_image_features' feature shards and counts (RunInference on the same cluster),
+and caption_images' caption and failure shards and summary (the SavedModel of that model).
 """
 
 import json
@@ -30,7 +31,7 @@ PACKAGE_SOURCES = ["pyproject.toml", "README.md", "im2txt", "beam_jobs"]
 CONSOLE_SCRIPTS = ["im2txt-make-sample-data", "im2txt-build-data", "im2txt-train",
                    "im2txt-evaluate", "im2txt-run-inference", "im2txt-export",
                    "im2txt-convert-checkpoint", "im2txt-score-captions",
-                   "im2txt-extract-features"]
+                   "im2txt-extract-features", "im2txt-caption-images"]
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 SHARD_FLAGS = ["--train_shards=3", "--val_shards=2", "--test_shards=2", "--min_word_count=2"]
 
@@ -205,6 +206,31 @@ class DistributionTest(unittest.TestCase):
     self.assertEqual(sorted(outputs["dask"][1]), sorted(shards))
     for name, data in shards.items():  # (assertEqual would diff megabytes on a failure)
       self.assertTrue(outputs["dask"][1][name] == data, f"{name} differs on the DaskRunner")
+
+    # caption_images (RunInference over the SavedModel) on the same cluster writes DirectRunner's
+    # captions, failures and summary; the empty image above is a failure in both.
+    export_dir = os.path.join(self.tmp, "export")
+    self._run([os.path.join(self.bin, "im2txt-export"), f"--checkpoint_path={init}",
+               f"--vocab_file={direct_dir}/word_counts.txt", f"--export_dir={export_dir}",
+               "--max_caption_length=8"])
+    captions = {}
+    for runner, flags in (("direct", ["--direct_num_workers=2"]), ("dask", on_cluster)):
+      output_dir = os.path.join(self.tmp, f"captions_{runner}")
+      self._run([os.path.join(self.bin, "im2txt-caption-images"),
+                 f"--input_patterns={train_dir}/*.jpg", f"--saved_model_dir={export_dir}",
+                 f"--output_dir={output_dir}", "--num_shards=3", "--batch_size=4"] + flags)
+      files = {}
+      for name in sorted(os.listdir(output_dir)):
+        with open(os.path.join(output_dir, name)) as f:
+          files[name] = f.read()
+      summary = json.loads(files.pop("summary.json"))
+      del summary["this_run"]["seconds"], summary["this_run"]["images_per_second"]
+      captions[runner] = files, summary
+    files, summary = captions["direct"]
+    self.assertEqual(summary["images_captioned"], 23)
+    self.assertEqual(list(summary["failed"]), ["empty_file"])
+    self.assertEqual(len(files), 7)  # 3 caption shards, 3 failure shards, caption_job.json.
+    self.assertEqual(captions["dask"], captions["direct"])
 
 
 if __name__ == "__main__":
