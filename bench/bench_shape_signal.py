@@ -12,7 +12,11 @@ preprocessing (random crop and flip). Only the loss differs between the runs:
   shape_word   the same captions, the loss on the shape word alone
   concepts     the product's concept head (model.num_concepts, im2txt/model/concept_head.py)
                on the concepts of the image's 5 captions (concepts.select_concepts of the
-               sample's words), its multi-label loss alone: a concept pretraining of Inception
+               sample's words), its multi-label loss alone: a concept pretraining of Inception.
+               --concept_targets: "any" (1 for a concept any of the 5 captions names, the
+               records' image/concept_ids, model.concept_targets "image"), "caption" (1 for the
+               concepts of one caption drawn per step, model.concept_targets "caption"),
+               "fraction" (its expectation: the fraction of the 5 captions naming it)
 Every --eval_every steps, each run names the shape of the same held-out images (central crop,
 inference mode): the classifier by its argmax; the captioners by the most probable of the five
 shape words after "<S> a single <colour>" (teacher-forced, the caption template the sample
@@ -52,6 +56,12 @@ flags.DEFINE_integer("seed", 0, "Seed of the images and of the training order.")
 flags.DEFINE_enum("concept_loss", "sigmoid", ["sigmoid", "softmax"],
                   "The concepts run's loss: sigmoid cross-entropy per concept, or a softmax over "
                   "the concepts with the image's concepts as a uniform target distribution.")
+flags.DEFINE_enum("concept_targets", "any", ["any", "fraction", "caption", "visual"],
+                  "The concepts run's targets: 1 for each concept any of the image's captions "
+                  "names (the product's image/concept_ids); the fraction of its captions naming "
+                  "it; 1 for each concept of one of its captions, drawn per step (its expectation "
+                  "is 'fraction'); or, as a diagnostic, 'any' restricted to the colour, shape and "
+                  "background words (no caption boilerplate such as 'picture' or 'showing').")
 flags.DEFINE_float("learning_rate", 0.0, "Adam's learning rate (0: the small preset's phase-2 "
                    "rate, 0.0003).")
 FLAGS = flags.FLAGS
@@ -104,6 +114,9 @@ class Run:
     self.loss, self.config, self.vocab = loss, config, vocab
     tf.keras.utils.set_random_seed(FLAGS.seed)
     self.concept_words = _concept_words(vocab)
+    if FLAGS.concept_targets == "visual":
+      visual = set(sample.COLOURS) | set(sample.SHAPES) | set(sample.BACKGROUNDS)
+      self.concept_words = [w for w in self.concept_words if w in visual]
     if loss == "concepts":
       config = dataclasses.replace(config, model=dataclasses.replace(
           config.model, num_concepts=len(self.concept_words), concept_loss_weight=1.0))
@@ -227,13 +240,20 @@ def main(argv):
     started, losses = time.time(), []
     for step in range(1, FLAGS.steps + 1):
       batch = slice((step - 1) * BATCH_SIZE, step * BATCH_SIZE)
-      encoded = [_encode(rng.choice(c), vocab) for c in train_captions[batch]]
+      drawn = [rng.choice(c) for c in train_captions[batch]]
+      encoded = [_encode(caption, vocab) for caption in drawn]
       inputs, targets, mask = (np.array([e[j] for e in encoded]) for j in range(3))
       shapes = np.array([sample.SHAPES.index(l.shape) for l in train_labels[batch]])
       concept_targets = np.zeros([BATCH_SIZE, len(concept_index)], np.float32)
       for k, image_captions in enumerate(train_captions[batch]):
-        for word in {w for c in image_captions for w in c.split()} & set(concept_index):
-          concept_targets[k, concept_index[word]] = 1.0
+        if FLAGS.concept_targets == "caption":
+          image_captions = [drawn[k]]
+        for caption in image_captions:
+          for word in set(caption.split()) & set(concept_index):
+            if FLAGS.concept_targets == "fraction":
+              concept_targets[k, concept_index[word]] += 1.0 / len(image_captions)
+            else:
+              concept_targets[k, concept_index[word]] = 1.0
       images = preprocess(train_pixels[batch], seed=step)
       losses.append(float(run.step(images, tf.constant(shapes), tf.constant(inputs),
                                    tf.constant(targets), tf.constant(mask, tf.float32),

@@ -67,6 +67,13 @@ class ModelConfig:
   # (projected and added to every input, the image embedding and each word). The caption loss
   # does not train the head through them: the probabilities stay the head's own.
   concept_input: str = "none"
+  # The head's targets in training: "image", 1 for each concept any of the image's captions names
+  # (the records' image/concept_ids); or "caption", 1 for each concept of the record's own
+  # caption, so that over an image's records the target of a concept is the fraction of its
+  # captions naming it (words every caption names, such as the object, keep 1; words a caption
+  # adds now and then, such as "picture", weigh less). The evaluator's concept metrics always
+  # use "image".
+  concept_targets: str = "image"
 
 
 @dataclasses.dataclass

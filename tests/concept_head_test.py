@@ -18,6 +18,7 @@ from im2txt.inference import captioning
 from im2txt.model import concept_head
 from im2txt.model import image_processing
 from im2txt.model import show_and_tell_model
+from im2txt.training import train_state
 from im2txt.training import trainer
 from tests import training_testdata as td
 
@@ -49,6 +50,7 @@ class TargetsAndLossTest(tf.test.TestCase):
     config = td.tiny_config().model
     for change, field in ((dict(num_concepts=-1), "num_concepts"),
                           (dict(num_concepts=4, concept_input="end"), "concept_input"),
+                          (dict(num_concepts=4, concept_targets="any"), "concept_targets"),
                           (dict(concept_loss_weight=1.0), "num_concepts"),
                           (dict(concept_input="start"), "num_concepts")):
       with self.assertRaisesRegex(ValueError, field):
@@ -166,11 +168,12 @@ class TrainTest(tf.test.TestCase):
     words = ["w0", "<S>", "</S>"] + [f"colour{i}" for i in range(4)] + ["w7", "w8", "w9", "the"]
     self.vocab_words = words
 
-  def _train(self, data_dir, steps, **kwargs):
+  def _train(self, data_dir, steps, concept_targets="image", **kwargs):
     # Phase 1: the random Inception (batch norm calibrated) stays frozen, the head learns.
     config = _concept_config(num_concepts=4, concept_input="none", batch_size=4,
                              optimizer="Adam", initial_learning_rate=0.0001)
     config.model.distort_colors = False  # The concepts are colours.
+    config.model.concept_targets = concept_targets
     options = trainer.TrainOptions(
         input_file_pattern=os.path.join(data_dir, "train-*"),
         train_dir=os.path.join(data_dir, "model"), number_of_steps=steps,
@@ -209,6 +212,26 @@ class TrainTest(tf.test.TestCase):
     with self.assertLogs(level="INFO") as logs:
       _, probs = self._train(data, 60)
     self.assertTrue(any("carry no image/concept_ids" in line for line in logs.output))
+    self.assertAllEqual(np.argmax(probs, axis=1), [0, 1, 2, 3])
+
+  def test_caption_targets_come_from_each_records_own_caption(self):
+    # Every record's image/concept_ids name all four concepts: as targets they teach nothing.
+    # With model.concept_targets "caption" each record's own caption names its image's colour.
+    data = os.path.join(self.tmp, "caption_targets")
+    _write_records(data, self.examples, [[0, 1, 2, 3]] * len(self.examples))
+    self._write_vocabulary(data)
+    config = _concept_config(num_concepts=4)
+    config.model.concept_targets = "caption"
+    options = trainer.TrainOptions(input_file_pattern=os.path.join(data, "train-*"),
+                                   train_dir=os.path.join(data, "model"), number_of_steps=1)
+    table = train_state.concept_table(config, options)
+    self.assertEqual(table[3:7], [0, 1, 2, 3])  # Words colour0..colour3 are concepts 0..3.
+    self.assertEqual(set(table[:3] + table[7:]), {-1})
+    config.model.concept_targets = "image"
+    self.assertIsNone(train_state.concept_table(config, options))
+    with self.assertLogs(level="INFO") as logs:
+      _, probs = self._train(data, 60, concept_targets="caption")
+    self.assertTrue(any("concept_targets=caption" in line for line in logs.output))
     self.assertAllEqual(np.argmax(probs, axis=1), [0, 1, 2, 3])
 
   def test_without_concepts_file_is_an_error_before_anything_is_written(self):

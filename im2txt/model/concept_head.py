@@ -17,6 +17,8 @@ input ("every_step").
 import tensorflow as tf
 
 CONCEPT_INPUTS = ("none", "start", "every_step")
+# Where the head's training targets come from (configuration.ModelConfig.concept_targets).
+CONCEPT_TARGETS = ("image", "caption")
 
 
 def check_config(config) -> None:
@@ -28,6 +30,9 @@ def check_config(config) -> None:
   if config.concept_input not in CONCEPT_INPUTS:
     raise ValueError(f"model.concept_input must be one of {CONCEPT_INPUTS}, not "
                      f"{config.concept_input!r}")
+  if config.concept_targets not in CONCEPT_TARGETS:
+    raise ValueError(f"model.concept_targets must be one of {CONCEPT_TARGETS}, not "
+                     f"{config.concept_targets!r}")
   if config.num_concepts == 0 and (config.concept_loss_weight or config.concept_input != "none"):
     raise ValueError("model.concept_loss_weight and model.concept_input need a concept head: "
                      "set model.num_concepts (>= the lines of the data's concepts.txt)")

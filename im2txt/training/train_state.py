@@ -100,10 +100,11 @@ def check_objective(config: configuration.Config, options: train_options.TrainOp
 
 def concept_table(config: configuration.Config,
                   options: train_options.TrainOptions) -> Optional[List[int]]:
-  """Where a concept head's targets come from: None when the records carry image/concept_ids
+  """Where a concept head's targets come from: None when they are the records' image/concept_ids
   (the Beam job's, or no concept head), else the table word id -> concept id (or -1) that makes
-  them from each record's own caption (records of the original builder), from the concepts.txt
-  and word_counts.txt beside the shards. Checked before anything is written."""
+  them from each record's own caption (model.concept_targets "caption", or records of the
+  original builder), from the concepts.txt and word_counts.txt beside the shards. Checked before
+  anything is written."""
   if not config.model.num_concepts:
     return None
   files = file_io.expand_patterns(options.input_file_pattern, "--input_file_pattern")
@@ -118,19 +119,30 @@ def concept_table(config: configuration.Config,
           f"model's concept head predicts (model.num_concepts {config.model.num_concepts} in "
           f"{config_source(options.train_dir)} or --config_file). Set model.num_concepts to at "
           f"least {size}.")
-  record = feature_cache.first_record_in(files)
-  if record is None or sequence_example.has_concept_ids(record):
-    return None
+  per_caption = config.model.concept_targets == "caption"
   vocab_file = os.path.join(folder, VOCAB_FILENAME)
-  if not found or not tf.io.gfile.exists(vocab_file):
-    raise ValueError(
-        f"{files[0]}: its records carry no {sequence_example.CONCEPT_IDS_FEATURE} and there is "
-        f"no {concepts.CONCEPTS_FILENAME} with {VOCAB_FILENAME} beside them, but the model has a "
-        "concept head (model.num_concepts): rebuild the data with build_mscoco_data (it writes "
-        "both), or set model.num_concepts to 0")
-  logging.info("The records of %s carry no %s (written by the original builder?): each one's "
-               "concept targets are the concepts of its own caption (%s)",
-               options.input_file_pattern, sequence_example.CONCEPT_IDS_FEATURE, concepts_file)
+  if not per_caption:
+    record = feature_cache.first_record_in(files)
+    if record is None or sequence_example.has_concept_ids(record):
+      return None
+    if not found or not tf.io.gfile.exists(vocab_file):
+      raise ValueError(
+          f"{files[0]}: its records carry no {sequence_example.CONCEPT_IDS_FEATURE} and there is "
+          f"no {concepts.CONCEPTS_FILENAME} with {VOCAB_FILENAME} beside them, but the model has "
+          "a concept head (model.num_concepts): rebuild the data with build_mscoco_data (it "
+          "writes both), or set model.num_concepts to 0")
+    logging.info("The records of %s carry no %s (written by the original builder?): each one's "
+                 "concept targets are the concepts of its own caption (%s)",
+                 options.input_file_pattern, sequence_example.CONCEPT_IDS_FEATURE, concepts_file)
+  else:
+    if not found or not tf.io.gfile.exists(vocab_file):
+      raise ValueError(
+          f"model.concept_targets is 'caption' (in {config_source(options.train_dir)} or "
+          f"--config_file): the concept words of each record's caption come from the "
+          f"{concepts.CONCEPTS_FILENAME} and {VOCAB_FILENAME} beside the shards, but {folder} "
+          "lacks one of them (build_mscoco_data writes both)")
+    logging.info("Concept targets: the concepts of each record's own caption "
+                 "(model.concept_targets=caption; %s)", concepts_file)
   table = concepts.ConceptVocabulary.from_file(concepts_file).word_to_concept_table(
       vocabulary.Vocabulary.from_file(vocab_file))
   return table + [-1] * (config.model.vocab_size - len(table))
