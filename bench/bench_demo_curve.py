@@ -65,7 +65,7 @@ def main(argv):
   # steps, then phase 2.
   options = run_demo.DemoOptions(output_dir=output_dir, phase2_steps=FLAGS.phase2_steps,
                                  seed=FLAGS.seed, checkpoint_every=FLAGS.checkpoint_every,
-                                 num_train_images=1500, concept_steps=0)
+                                 num_train_images=1500, concept_steps=0, phase1_steps=600)
   # Every checkpoint kept.
   options.keep_checkpoints = ((options.phase1_steps + options.phase2_steps)
                               // FLAGS.checkpoint_every + 3)
