@@ -222,13 +222,15 @@ def _read_lines(path: str) -> List[dict]:
 
 
 def summarize(output_dir: str, num_shards: int, num_listed: int, duplicates: List[str],
-              shards_before: int, captioned_now: int, seconds: float) -> dict:
-  """summary.json's contents, from the shard files on disk (this run's and earlier runs')."""
-  captioned, converted, failures = 0, {}, {}
+              written_now: List[int], seconds: float) -> dict:
+  """summary.json's contents, from the shard files on disk (this run's, `written_now`, and
+  earlier runs')."""
+  captioned, captioned_now, converted, failures = 0, 0, {}, {}
   for k in range(num_shards):
     for record in _read_lines(os.path.join(output_dir,
                                            image_captioning.captions_name(k, num_shards))):
       captioned += 1
+      captioned_now += k in written_now
       if image_captioning.CONVERTED_FROM in record:
         fmt = record[image_captioning.CONVERTED_FROM]
         converted[fmt] = converted.get(fmt, 0) + 1
@@ -251,8 +253,8 @@ def summarize(output_dir: str, num_shards: int, num_listed: int, duplicates: Lis
       "failed": failed,
       "duplicates": {"count": len(duplicates), "description": "named more than once, "
                      "captioned once", "examples": sorted(set(duplicates))[:MAX_EXAMPLES]},
-      "shards": {"total": num_shards, "written_now": num_shards - shards_before,
-                 "already_there": shards_before},
+      "shards": {"total": num_shards, "written_now": len(written_now),
+                 "already_there": num_shards - len(written_now)},
       "this_run": {"images_captioned": captioned_now, "seconds": round(seconds, 3),
                    "images_per_second": round(captioned_now / max(seconds, 1e-9), 2)},
   }
@@ -312,11 +314,8 @@ def run(argv: Optional[List[str]] = None) -> dict:
     result = pipeline.run()
     result.wait_until_finish()
   seconds = time.time() - start
-  captioned_now = sum(
-      1 for k, _ in pending for _ in _read_lines(os.path.join(
-          output_dir, image_captioning.captions_name(k, num_shards))))
   summary = summarize(output_dir, num_shards, len(entries) + len(duplicates), duplicates,
-                      len(done), captioned_now, seconds)
+                      [k for k, _ in pending], seconds)
   file_io.write_json(os.path.join(output_dir, SUMMARY_FILENAME), summary)
   tf.io.gfile.rmtree(tmp_dir)
   print(format_summary(summary, output_dir), flush=True)

@@ -23,11 +23,10 @@ import json
 import logging
 import math
 import os
-import re
 import time
 import uuid
 import warnings
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -84,22 +83,6 @@ class Failure(Exception):
     self.detail = detail
 
 
-def tf_error_message(e: tf.errors.OpError) -> str:
-  """The first line of TensorFlow's message, without its "{{function_node ...}}" and
-  "[Op:...]" decorations."""
-  message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", e.message or "").strip()
-  return message.splitlines()[0] if message else type(e).__name__
-
-
-def _decodes_with_tf(data: bytes, ratio: int) -> Optional[str]:
-  """None if tf.io.decode_jpeg (the SavedModel's decoder) reads `data`, else its message."""
-  try:
-    tf.io.decode_jpeg(data, channels=3, ratio=ratio)
-    return None
-  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-    return tf_error_message(e)
-
-
 def check_image(data: bytes, max_pixels: int) -> Tuple[bytes, str]:
   """(the bytes to give the SavedModel, the format they were converted from or "") for one
   file's bytes; Failure when it cannot be captioned.
@@ -126,7 +109,7 @@ def check_image(data: bytes, max_pixels: int) -> Tuple[bytes, str]:
     raise Failure("too_many_pixels", f"{width}x{height} = {width * height:,} pixels, more than "
                                      f"{max_pixels:,}")
   if image.format in TF_FORMATS:
-    problem = _decodes_with_tf(data, ratio=8 if image.format == "JPEG" else 1)
+    problem = image_check.tf_decode_problem(data, ratio=8 if image.format == "JPEG" else 1)
     if problem:
       raise Failure("corrupt_image", f"{image.format}: {problem}")
     return data, ""
@@ -242,7 +225,7 @@ class CaptionModelHandler(ModelHandler[bytes, PredictionResult, Any]):
       try:
         results.append(PredictionResult(b"", self._serve(serve, [data])[0]))
       except tf.errors.InvalidArgumentError as e:
-        results.append(PredictionResult(b"", {"error": tf_error_message(e)}))
+        results.append(PredictionResult(b"", {"error": image_check.tf_error_message(e)}))
     return results
 
   def get_num_bytes(self, batch: Sequence[bytes]) -> int:

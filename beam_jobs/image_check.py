@@ -23,6 +23,7 @@ a fraction of a full decode's cost.
 
 import dataclasses
 import io
+import re
 from typing import Optional
 
 import tensorflow as tf
@@ -68,12 +69,21 @@ def to_rgb_jpeg(image: Image.Image) -> bytes:
   return buffer.getvalue()
 
 
-def _decodes_with_tf(data: bytes) -> bool:
+def tf_error_message(e: tf.errors.OpError) -> str:
+  """The first line of TensorFlow's message, without its "{{function_node ...}}" and
+  "[Op:...]" decorations."""
+  message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", e.message or "").strip()
+  return message.splitlines()[0] if message else type(e).__name__
+
+
+def tf_decode_problem(data: bytes, ratio: int = 8) -> Optional[str]:
+  """None if tf.io.decode_jpeg (the input pipeline's and the SavedModel's decoder; it reads PNG,
+  GIF and BMP too) decodes `data` at 1/ratio scale, else the first line of its message."""
   try:
-    tf.io.decode_jpeg(data, channels=3, ratio=8)
-    return True
-  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-    return False
+    tf.io.decode_jpeg(data, channels=3, ratio=ratio)
+    return None
+  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+    return tf_error_message(e)
 
 
 def jpeg_components(data: bytes) -> Optional[int]:
@@ -116,7 +126,7 @@ def check_image_bytes(data: bytes) -> CheckedImage:
   if data.startswith(JPEG_MAGIC):
     components = jpeg_components(data)
     if components in (1, 3):
-      if not _decodes_with_tf(data):
+      if tf_decode_problem(data) is not None:
         return _drop("images_dropped_corrupt_image")
       return CheckedImage(KEEP, build_report.GRAYSCALE_KEPT if components == 1 else "", data)
     if components is None:
