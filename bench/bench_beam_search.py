@@ -64,6 +64,7 @@ def _rss_mb() -> float:
 def _random_checkpoint(preset: str, directory: str) -> str:
   """A seeded random model of the preset, saved as the trainer does; returns the vocab file."""
   config = configuration.PRESETS[preset]()
+  config.model = configuration.without_concept_head(config.model)
   tf.keras.utils.set_random_seed(0)
   model = show_and_tell_model.ShowAndTellModel(config.model)
   model.build_all()

@@ -84,6 +84,7 @@ def _timed(command, log_path):
 def _model(work_dir):
   """A random small-preset model as training leaves it; returns (train_dir, vocab_file)."""
   config = configuration.small_config()
+  config.model = configuration.without_concept_head(config.model)
   config.inference = dataclasses.replace(config.inference, batch_size=FLAGS.batch_size)
   tf.keras.utils.set_random_seed(0)
   model = show_and_tell_model.ShowAndTellModel(config.model)

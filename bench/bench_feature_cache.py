@@ -44,6 +44,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config = configuration.PRESETS[FLAGS.preset]()
+  config.model = configuration.without_concept_head(config.model)
   config.input = dataclasses.replace(config.input, batch_size=FLAGS.batch_size)
   config.training = dataclasses.replace(config.training, save_checkpoint_steps=10**9,
                                         save_checkpoint_secs=0, summary_every_n_steps=10**9)

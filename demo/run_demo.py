@@ -255,13 +255,13 @@ def _run_steps(options: DemoOptions, out: str, logs: str) -> DemoResult:
   config.training.save_checkpoint_steps = options.checkpoint_every
   config.training.max_checkpoints_to_keep = options.keep_checkpoints
   if options.concept_steps:
-    # The concept head the pretraining trains, its probabilities given to the LSTM at the
-    # start (LSTM-A); 32 outputs hold the sample's 20 concepts. Weight 0: phase 1 leaves the
-    # pretrained head as it is (with weight 1, phase 1's SGD at 2.0 blew its logits up:
-    # concepts/loss 44 after 600 steps).
-    config.model = dataclasses.replace(config.model, num_concepts=32, concept_loss_weight=0.0,
-                                       concept_input="start",
-                                       concept_targets=options.concept_targets)
+    # The small preset's concept head, which the pretraining trains; its probabilities are
+    # given to the LSTM at the start (LSTM-A), and phase 1 leaves it as it is (weight 0: with
+    # weight 1, phase 1's SGD at 2.0 blew its logits up, concepts/loss 44 after 600 steps).
+    config.model = dataclasses.replace(config.model, concept_targets=options.concept_targets)
+  else:
+    # The recipe before concept pretraining (bench_demo_curve): the original's decoder.
+    config.model = configuration.without_concept_head(config.model)
   config_file = os.path.join(model_dir, "demo_config.json")
   with open(config_file, "w") as f:
     json.dump(configuration.config_to_dict(config), f, indent=2)

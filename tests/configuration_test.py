@@ -50,6 +50,21 @@ class ConfigurationTest(unittest.TestCase):
                      (1.0, 1.0))
     self.assertEqual((c.training.optimizer, c.training.train_inception_optimizer),
                      ("SGD", "Adam"))
+    # The concept head is on, its probabilities fed to the LSTM's first input (LSTM-A); it
+    # learns in the concept pretraining (--objective=concepts) only.
+    self.assertEqual((c.model.num_concepts, c.model.concept_loss_weight, c.model.concept_input,
+                      c.model.concept_targets), (32, 0.0, "start", "caption"))
+
+  def test_without_concept_head_is_the_default_presets_decoder(self):
+    default = configuration.default_config().model
+    self.assertEqual(configuration.without_concept_head(default), default)
+    small = configuration.without_concept_head(configuration.small_config().model)
+    self.assertEqual(
+        (small.num_concepts, small.concept_loss_weight, small.concept_input,
+         small.concept_targets),
+        (default.num_concepts, default.concept_loss_weight, default.concept_input,
+         default.concept_targets))
+    self.assertEqual(small.num_lstm_units, configuration.small_config().model.num_lstm_units)
 
   def test_json_round_trip(self):
     c = configuration.small_config()

@@ -35,11 +35,11 @@ CONCEPT_WORDS = ["dog", "cat", "grass"]
 
 
 def tiny_config() -> configuration.Config:
-  """small_config with a 16-unit LSTM, 10 words and tiny eval sizes."""
+  """small_config with a 16-unit LSTM, 10 words, no concept head and tiny eval sizes."""
   config = configuration.small_config()
   return dataclasses.replace(
       config,
-      model=dataclasses.replace(config.model, vocab_size=10, embedding_size=16,
+      model=dataclasses.replace(configuration.without_concept_head(config.model), vocab_size=10, embedding_size=16,
                                 num_lstm_units=16),
       eval=configuration.EvalConfig(eval_interval_secs=1, num_eval_examples=5, min_global_step=0,
                                     batch_size=3, num_caption_images=2,

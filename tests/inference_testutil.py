@@ -22,10 +22,11 @@ EXTRA_CONCEPT_BIAS = 20.0
 
 
 def tiny_config(vocab_size: int = 6) -> configuration.Config:
-  """small_config with 16-unit embeddings and LSTM: a model that builds and runs in seconds."""
+  """small_config with 16-unit embeddings and LSTM, without the concept head: a model that
+  builds and runs in seconds."""
   config = configuration.small_config()
-  config.model = dataclasses.replace(config.model, vocab_size=vocab_size, embedding_size=16,
-                                     num_lstm_units=16)
+  config.model = dataclasses.replace(configuration.without_concept_head(config.model),
+                                     vocab_size=vocab_size, embedding_size=16, num_lstm_units=16)
   return config
 
 

@@ -66,13 +66,13 @@ def tiny_config(vocab_size: int = 16, units: int = 32, batch_size: int = 4,
   """75x75 images (InceptionV3's minimum), tiny LSTM; `training` overrides TrainingConfig.
 
   The model and optimizers are the original's (dropout, colour distortions, Keras' batch-norm
-  momentum in Inception, no image-embedding batch norm, SGD in both phases); the small preset's
-  own settings are exercised by tests/demo_test.py and their one-feature tests.
+  momentum in Inception, no image-embedding batch norm, SGD in both phases, no concept head); the
+  small preset's own settings are exercised by tests/demo_test.py and their one-feature tests.
   """
   config = configuration.small_config()
   config.model = dataclasses.replace(
-      config.model, vocab_size=vocab_size, image_height=75, image_width=75, resize_height=80,
-      resize_width=80, embedding_size=units, num_lstm_units=units,
+      configuration.without_concept_head(config.model), vocab_size=vocab_size, image_height=75,
+      image_width=75, resize_height=80, resize_width=80, embedding_size=units, num_lstm_units=units,
       lstm_dropout_keep_prob=lstm_keep, inception_dropout_keep_prob=0.8, distort_colors=True,
       image_embedding_batch_norm=False, inception_batch_norm_momentum=0.99)
   config.input = dataclasses.replace(config.input, batch_size=batch_size,
