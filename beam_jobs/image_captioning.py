@@ -194,6 +194,10 @@ def image_record(path: str, outputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
   return record
 
 
+# A model_error's detail when the SavedModel reports an image invalid.
+UNDECODABLE_IN_MODEL = "the SavedModel could not decode it (valid False)"
+
+
 class CaptionModelHandler(ModelHandler[bytes, PredictionResult, Any]):
   """RunInference's handler: batches of image bytes -> the SavedModel's captions per image.
 
@@ -210,16 +214,21 @@ class CaptionModelHandler(ModelHandler[bytes, PredictionResult, Any]):
 
   @staticmethod
   def _serve(serve, batch: Sequence[bytes]) -> List[Dict[str, np.ndarray]]:
-    """Each image's outputs (the image bytes are not kept in the results)."""
+    """Each image's outputs (the image bytes are not kept in the results); an image that the
+    SavedModel reports invalid (it does not decode) gets an "error"."""
     outputs = {k: v.numpy() for k, v in serve(jpegs=tf.constant(list(batch), tf.string)).items()}
-    return [{k: v[i] for k, v in outputs.items()} for i in range(len(batch))]
+    per_image = [{k: v[i] for k, v in outputs.items()} for i in range(len(batch))]
+    return [{"error": UNDECODABLE_IN_MODEL} if "valid" in image and not image["valid"] else image
+            for image in per_image]
 
   def run_inference(self, batch: Sequence[bytes], model, inference_args=None):
     serve = model.signatures["serving_default"]
     try:
       return [PredictionResult(b"", outputs) for outputs in self._serve(serve, batch)]
     except tf.errors.InvalidArgumentError:
-      pass  # One image the checks let through: the others are captioned one by one.
+      # One image the checks let through, in a SavedModel of an earlier version (without the
+      # "valid" output, its batch fails as a whole): the others are captioned one by one.
+      pass
     results = []
     for data in batch:
       try:

@@ -23,13 +23,13 @@ a fraction of a full decode's cost.
 
 import dataclasses
 import io
-import re
 from typing import Optional
 
 import tensorflow as tf
 from PIL import Image
 
 from beam_jobs import build_report
+from im2txt.model import image_processing
 
 KEEP = "keep"
 CONVERT = "convert"
@@ -70,15 +70,14 @@ def to_rgb_jpeg(image: Image.Image) -> bytes:
 
 
 def tf_error_message(e: tf.errors.OpError) -> str:
-  """The first line of TensorFlow's message, without its "{{function_node ...}}" and
-  "[Op:...]" decorations."""
-  message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", e.message or "").strip()
-  return message.splitlines()[0] if message else type(e).__name__
+  """The first line of TensorFlow's message, without its decorations (see
+  image_processing.decode_error_message)."""
+  return image_processing.decode_error_message(e)
 
 
 def tf_decode_problem(data: bytes, ratio: int = 8) -> Optional[str]:
-  """None if tf.io.decode_jpeg (the input pipeline's and the SavedModel's decoder; it reads PNG,
-  GIF and BMP too) decodes `data` at 1/ratio scale, else the first line of its message."""
+  """None if tf.io.decode_jpeg (the input pipeline's and the SavedModel's decoder; it reads PNG
+  and GIF too) decodes `data` at 1/ratio scale, else the first line of its message."""
   try:
     tf.io.decode_jpeg(data, channels=3, ratio=ratio)
     return None

@@ -4,7 +4,8 @@ r"""Exports a checkpoint as a SavedModel that captions JPEG bytes with beam sear
         --checkpoint_path=MODEL/train --vocab_file=DATA/word_counts.txt --export_dir=EXPORT
 
 Serving signature `serving_default`: jpegs (string [B]) -> captions (string [B, beam_size]),
-log_probs (float32 [B, beam_size]). It loads with tf.saved_model.load alone, without this
+log_probs (float32 [B, beam_size]) and valid (bool [B]: False for a string that does not decode,
+whose row has "" and -inf; the batch's other images are captioned all the same). It loads with tf.saved_model.load alone, without this
 project, and captions as run_inference does (see im2txt/inference/serving.py).
 
 A model with a concept head (model.num_concepts > 0) also returns concepts (string [B, k], the

@@ -47,6 +47,9 @@ flags.DEFINE_string("config_file", "",
 flags.DEFINE_enum("strategy", "mirrored", list(trainer.STRATEGIES),
                   "mirrored: all local GPUs (or the CPU); multi_worker: "
                   "MultiWorkerMirroredStrategy configured by TF_CONFIG; default: no strategy.")
+flags.DEFINE_boolean("require_accelerator", False,
+                     "Stop with an error when TensorFlow sees no GPU or TPU (for cluster jobs; "
+                     "without it, training on the CPU is a warning naming the likely cause).")
 flags.DEFINE_enum("mixed_precision", "none", sorted(trainer.MIXED_PRECISION_POLICIES),
                   "Mixed precision on GPUs: bf16 or fp16 (with dynamic loss scaling).")
 flags.DEFINE_boolean("skip_bad_images", False,
@@ -74,6 +77,7 @@ def main(argv):
       inception_checkpoint_file=FLAGS.inception_checkpoint_file,
       strategy=FLAGS.strategy,
       mixed_precision=FLAGS.mixed_precision,
+      require_accelerator=FLAGS.require_accelerator,
       skip_bad_images=FLAGS.skip_bad_images,
       seed=FLAGS.seed,
       steps_per_loop=FLAGS.steps_per_loop)
@@ -82,7 +86,7 @@ def main(argv):
   try:
     config = trainer.resolve_config(FLAGS.train_dir, FLAGS.preset, FLAGS.config_file)
     trainer.train(config, options)
-  except (ValueError, FileNotFoundError) as e:  # Bad flags, config or input, named.
+  except (ValueError, OSError) as e:  # Bad flags, config or input, named; a failed save.
     print(f"Error: {e}", file=sys.stderr)
     return 2
   return 0

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import unittest
+from unittest import mock
 import zlib
 
 import numpy as np
@@ -218,15 +219,37 @@ class CaptionImagesTest(unittest.TestCase):
     self.assertEqual(summary["shards"]["total"], 1)
     self.assertEqual(sorted(summary["failed"]), ["corrupt_image", "empty_file", "not_an_image"])
 
-  def test_a_batch_the_model_rejects_is_captioned_image_by_image(self):
+  def test_an_image_the_model_cannot_decode_fails_alone(self):
     handler = image_captioning.CaptionModelHandler(self.export_dir)
     model = handler.load_model()
     with open(self.jpegs[0], "rb") as f:
       good = f.read()
     results = handler.run_inference([good, b"\xff\xd8\xff not really", good], model)
     self.assertEqual(len(results), 3)
-    self.assertIn("error", results[1].inference)
-    self.assertNotIn("{{", results[1].inference["error"])
+    self.assertEqual(results[1].inference, {"error": image_captioning.UNDECODABLE_IN_MODEL})
+    # The others, as in a batch without it.
+    pair = handler.run_inference([good, good], model)
+    for result, expected in zip((results[0], results[2]), pair):
+      self.assertEqual(image_captioning.image_record("x", result.inference),
+                       image_captioning.image_record("x", expected.inference))
+
+  def test_a_batch_an_earlier_savedmodel_rejects_is_captioned_image_by_image(self):
+    # SavedModels exported before the "valid" output failed a batch with a bad image as a whole.
+    serve = tf.saved_model.load(self.export_dir).signatures["serving_default"]
+
+    def earlier_serve(jpegs):
+      outputs = serve(jpegs=jpegs)
+      if not bool(tf.reduce_all(outputs.pop("valid"))):
+        raise tf.errors.InvalidArgumentError(
+            None, None, "{{function_node __inference_serve_1}} Invalid JPEG data or crop window")
+      return outputs
+
+    model = mock.Mock(signatures={"serving_default": earlier_serve})
+    handler = image_captioning.CaptionModelHandler(self.export_dir)
+    with open(self.jpegs[0], "rb") as f:
+      good = f.read()
+    results = handler.run_inference([good, b"\xff\xd8\xff not really", good], model)
+    self.assertEqual(results[1].inference, {"error": "Invalid JPEG data or crop window"})
     alone = handler.run_inference([good], model)[0].inference
     for result in (results[0], results[2]):
       self.assertEqual(image_captioning.image_record("x", result.inference),

@@ -31,6 +31,7 @@ print(json.dumps({
     "outputs": sorted(out),
     "captions": [[c.decode() for c in row] for row in out["captions"].numpy().tolist()],
     "log_probs": out["log_probs"].numpy().tolist(),
+    "valid": out["valid"].numpy().tolist(),
     "concepts": [[c.decode() for c in row] for row in out["concepts"].numpy().tolist()]
                 if "concepts" in out else None,
     "concept_probs": out["concept_probs"].numpy().tolist() if "concept_probs" in out else None,
@@ -95,7 +96,8 @@ class ExportSavedModelTest(tf.test.TestCase):
     self.assertEqual([], served["project_modules"])
     self.assertEqual({"jpegs": ["string", [None]]}, served["inputs"])
     # A model without a concept head: the signature is the captions alone.
-    self.assertEqual(["captions", "log_probs"], served["outputs"])
+    self.assertEqual(["captions", "log_probs", "valid"], served["outputs"])
+    self.assertEqual([True] * 3, served["valid"])
 
     # run_inference's pipeline (ImageReader, Captioner) on the same files, in one batch.
     reader = captioning.ImageReader(self.config.model)
@@ -112,6 +114,61 @@ class ExportSavedModelTest(tf.test.TestCase):
     code, _, err = self._export()
     self.assertEqual(2, code)
     self.assertIn(f"--export_dir {self.export_dir} already exists", err)
+
+
+  def test_undecodable_images_fail_alone(self):
+    """A corrupt and a truncated JPEG and a PNG above the pixel limit among good ones: those
+    rows are invalid, the good images get exactly run_inference's captions, which names the bad
+    files and why."""
+    export_dir = os.path.join(self.tmp, "export_bad_inputs")
+    self.assertEqual(0, _export([f"--checkpoint_path={self.train_dir}",
+                                 f"--vocab_file={self.vocab_file}",
+                                 f"--export_dir={export_dir}"])[0])
+    bad_dir = os.path.join(self.tmp, "bad")
+    os.makedirs(bad_dir, exist_ok=True)
+    corrupt, truncated = os.path.join(bad_dir, "corrupt.jpg"), os.path.join(bad_dir, "cut.jpg")
+    with open(corrupt, "wb") as f:
+      f.write(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    with open(self.jpegs[2], "rb") as src, open(truncated, "wb") as f:
+      data = src.read()
+      f.write(data[:len(data) // 2])
+    huge = os.path.join(bad_dir, "huge.png")  # A 30000x20000 PNG's header: never decoded.
+    with open(huge, "wb") as f:
+      f.write(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + (30000).to_bytes(4, "big") +
+              (20000).to_bytes(4, "big") + b"\x08\x02\0\0\0")
+    paths = [self.jpegs[0], corrupt, self.jpegs[1], truncated, huge, self.jpegs[2]]
+    served = _serve_elsewhere(export_dir, paths, self.tmp)
+    self.assertEqual([True, False, True, False, False, True], served["valid"])
+    for row in (1, 3, 4):
+      self.assertEqual([""] * 3, served["captions"][row])
+      self.assertEqual([float("-inf")] * 3, served["log_probs"][row])
+
+    printed, errors = io.StringIO(), io.StringIO()
+    code = captioning.caption_files(self.train_dir, self.vocab_file, ",".join(paths),
+                                    configuration.InferenceConfig(), output_format="json",
+                                    out=printed, err=errors)
+    self.assertEqual(1, code)
+    objects = [json.loads(line) for line in printed.getvalue().splitlines()]
+    self.assertEqual([o["file"] for o in objects], self.jpegs)
+    self.assertEqual([o["captions"] for o in objects],
+                     [served["captions"][row] for row in (0, 2, 5)])
+    self.assertAllClose([[c for c in o["log_probs"]] for o in objects],
+                        [served["log_probs"][row] for row in (0, 2, 5)], rtol=1e-5)
+    lines = errors.getvalue().splitlines()
+    self.assertEqual([line.split(": not a decodable image")[0] for line in lines[:3]],
+                     [f"Error: {corrupt}", f"Error: {truncated}", f"Error: {huge}"])
+    self.assertEqual(lines[2], f"Error: {huge}: not a decodable image (The image is 30000x20000 "
+                     "pixels (width x height): above the 89,478,485 pixels im2txt decodes; scale "
+                     "it down first)")
+    self.assertEqual(lines[3], "Error: 3 of 6 files could not be captioned")
+
+    # Nothing decodable at all, and an empty batch: no failure either.
+    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+    out = serve(jpegs=tf.constant([b"", b"GIF89a"]))
+    self.assertEqual([False, False], out["valid"].numpy().tolist())
+    self.assertEqual([[b""] * 3] * 2, out["captions"].numpy().tolist())
+    out = serve(jpegs=tf.zeros([0], tf.string))
+    self.assertEqual([0, 3], out["captions"].shape.as_list())
 
 
 class ConceptExportTest(tf.test.TestCase):
@@ -132,7 +189,8 @@ class ConceptExportTest(tf.test.TestCase):
                             f"--export_dir={export_dir}"])
     self.assertEqual((code, out), (0, f"SavedModel written to {export_dir}\n"))
     served = _serve_elsewhere(export_dir, self.jpegs, self.tmp)
-    self.assertEqual(["captions", "concept_probs", "concepts", "log_probs"], served["outputs"])
+    self.assertEqual(["captions", "concept_probs", "concepts", "log_probs", "valid"],
+                     served["outputs"])
 
     # run_inference's JSON for the same files (one batch, as the SavedModel's).
     printed = io.StringIO()
@@ -148,6 +206,21 @@ class ConceptExportTest(tf.test.TestCase):
                         served["concept_probs"], rtol=1e-5)
     self.assertEqual([3, 5], tf.constant(served["concept_probs"]).shape.as_list())
     self.assertTrue(set(sum(served["concepts"], [])) <= set(inference_testutil.CONCEPTS))
+
+  def test_undecodable_image_has_no_concepts(self):
+    vocab = vocabulary.Vocabulary.from_file(self.saved.vocab_file)
+    module = serving.CaptionModule(self.saved.model, vocab, configuration.InferenceConfig(),
+                                   concepts.ConceptVocabulary(inference_testutil.CONCEPTS))
+    good = [tf.io.read_file(path) for path in self.jpegs[:2]]
+    out = module.serve(tf.stack([good[0], tf.constant(b"not an image"), good[1]]))
+    alone = module.serve(tf.stack(good))
+    self.assertEqual([True, False, True], out["valid"].numpy().tolist())
+    self.assertEqual([b""] * 5, out["concepts"][1].numpy().tolist())
+    self.assertAllEqual(tf.zeros([5]), out["concept_probs"][1])
+    for name in ("captions", "concepts"):
+      self.assertAllEqual(tf.gather(out[name], [0, 2]), alone[name])
+    for name in ("log_probs", "concept_probs"):
+      self.assertAllClose(tf.gather(out[name], [0, 2]), alone[name], rtol=1e-6)
 
   def test_fewer_concepts_than_five(self):
     vocab = vocabulary.Vocabulary.from_file(self.saved.vocab_file)

@@ -1,9 +1,13 @@
 """Tests for im2txt.model.image_processing: decoding, crops, distortions and their seeds."""
 
 import dataclasses
+import io
+import struct
 from unittest import mock
+import zlib
 
 import numpy as np
+from PIL import Image
 import tensorflow as tf
 
 from im2txt import configuration
@@ -61,6 +65,70 @@ class DecodeTest(tf.test.TestCase):
   def test_not_a_jpeg_is_an_error(self):
     with self.assertRaises(tf.errors.InvalidArgumentError):
       image_processing.decode_jpeg(tf.constant(b"not an image"))
+
+
+def _png_header(width: int, height: int) -> bytes:
+  """A PNG's signature and IHDR chunk (the rest of the file missing): what a decoder reads to
+  allocate the image."""
+  ihdr = struct.pack(">II", width, height) + b"\x08\x02\x00\x00\x00"
+  return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr +
+          struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
+
+
+class HugeImageTest(tf.test.TestCase):
+  """Images far larger than the model needs: a JPEG decodes at reduced scale, a PNG or GIF
+  above the pixel limit is refused before it is decoded."""
+
+  def _jpeg(self, height, width):
+    return tf.io.encode_jpeg((_random_image(height, width) * 255).astype(np.uint8), quality=90)
+
+  def test_image_size_from_the_header(self):
+    for fmt in ("JPEG", "PNG", "GIF"):
+      buffer = io.BytesIO()
+      Image.new("RGB", (37, 21), (200, 10, 10)).save(buffer, fmt)
+      self.assertAllEqual(image_processing.image_size(tf.constant(buffer.getvalue())), [21, 37],
+                          msg=fmt)
+    self.assertAllEqual(image_processing.image_size(tf.constant(_png_header(30000, 20000))),
+                        [20000, 30000])
+    for data in (b"", b"\xff\xd8", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", b"not an image"):
+      self.assertAllEqual(image_processing.image_size(tf.constant(data)), [0, 0], msg=data)
+
+  def test_photo_sized_jpeg_decodes_at_full_scale(self):
+    # MSCOCO's 640x480 for the default preset (346) and the small one (80): as before.
+    encoded = self._jpeg(480, 640)
+    full = tf.image.convert_image_dtype(tf.io.decode_jpeg(encoded, channels=3), tf.float32)
+    for resize_to in ((346, 346), (80, 80), None):
+      self.assertAllEqual(image_processing.decode_jpeg(encoded, resize_to), full)
+
+  def test_far_larger_jpeg_decodes_at_reduced_scale(self):
+    encoded = self._jpeg(1300, 1400)
+    # 1300 / 80 = 16.25: at least 4 x 4 times the resize size, not 4 x 8: 1/4 scale.
+    decoded = image_processing.decode_jpeg(encoded, (80, 80))
+    self.assertEqual(decoded.shape, (325, 350, 3))
+    self.assertAllEqual(decoded, tf.image.convert_image_dtype(
+        tf.io.decode_jpeg(encoded, channels=3, ratio=4), tf.float32))
+    self.assertEqual(image_processing.decode_jpeg(encoded, (346, 346)).shape, (1300, 1400, 3))
+    # Through the model's preprocessing, compiled, as training and inference run it.
+    config = _config()
+    process = tf.function(lambda data: image_processing.process_image(data, config, False))
+    self.assertAllEqual(process(encoded), image_processing.preprocess_image(
+        decoded, config, is_training=False))
+
+  def test_over_the_pixel_limit_is_refused_with_its_size(self):
+    header = tf.constant(_png_header(30000, 20000))
+    for decode in (image_processing.decode_jpeg,
+                   tf.function(lambda data: image_processing.process_image(
+                       data, _config(), is_training=False))):
+      with self.assertRaises(tf.errors.InvalidArgumentError) as raised:
+        decode(header)
+      self.assertEqual(image_processing.decode_error_message(raised.exception),
+                       "The image is 30000x20000 pixels (width x height): above the 89,478,485 "
+                       "pixels im2txt decodes; scale it down first")
+    # At the limit, the header passes and the (missing) data is what fails.
+    with self.assertRaises(tf.errors.InvalidArgumentError) as raised:
+      image_processing.decode_jpeg(tf.constant(_png_header(9459, 9459)))
+    self.assertNotIn("pixels im2txt decodes", raised.exception.message)
+    self.assertLessEqual(9459 * 9459, image_processing.MAX_DECODED_PIXELS)
 
 
 class EvalPreprocessingTest(tf.test.TestCase):

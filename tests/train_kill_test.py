@@ -1,12 +1,15 @@
-"""im2txt.train killed with SIGKILL resumes from its last checkpoint; SIGTERM stops it cleanly.
+"""im2txt.train killed with SIGKILL resumes from its last checkpoint; SIGTERM stops it cleanly;
+a second trainer on the same train_dir refuses to run beside the first (its lease).
 
 With fused steps (--steps_per_loop=3): log lines, checkpoints (every 6 steps) and the stop come
 between loops, so the steps they name follow the loop rule exactly (_loop_ends).
 """
 
+import json
 import os
 import re
 import signal
+import socket
 import time
 
 import tensorflow as tf
@@ -72,12 +75,30 @@ class KillTest(tf.test.TestCase):
     logged_steps = [int(s) for s in re.findall(r"step (\d+): loss", _read(log1))]
     self.assertEqual(logged_steps, _loop_ends(0, 3, 6, len(logged_steps)))
     self.assertGreaterEqual(max(logged_steps), killed_at)
+    # Killed, it could not release its lease.
+    lease_file = os.path.join(train_dir, "trainer.lease")
+    with open(lease_file) as f:
+      self.assertEqual((json.load(f)["pid"]), run1.pid)
 
     # 2. The same command resumes from that checkpoint; SIGTERM then saves and stops it.
     log2 = os.path.join(tmp, "run2.log")
     run2 = td.start_train_process(args, log2)
     self._wait_for(lambda: f"step {killed_at + 4}: loss" in _read(log2), run2, log2,
                    f"step {killed_at + 4}")
+    # It took the dead trainer's lease over at once (same host, process gone).
+    self.assertIn(f"Taking over the stale lease of the trainer on host {socket.gethostname()}, "
+                  f"pid {run1.pid}", _read(log2))
+    self.assertIn(f"its process {run1.pid} on this host is gone", _read(log2))
+
+    # 3. The same command again while run2 trains: refused, naming run2; nothing written.
+    log3 = os.path.join(tmp, "run3.log")
+    run3 = td.start_train_process(args, log3)
+    self.assertEqual(run3.wait(timeout=TIMEOUT_SECS), 2, _read(log3)[-5000:])
+    self.assertIn(f"Error: {train_dir} is in use by the trainer on host {socket.gethostname()}, "
+                  f"pid {run2.pid} (started ", _read(log3))
+    self.assertNotIn("Traceback", _read(log3))
+    self.assertIsNone(run2.poll(), "run2 stopped")
+
     run2.send_signal(signal.SIGTERM)
     self.assertEqual(run2.wait(timeout=TIMEOUT_SECS), 0, _read(log2)[-5000:])
     log = _read(log2)
@@ -88,6 +109,7 @@ class KillTest(tf.test.TestCase):
     self.assertEqual(_checkpoint_step(train_dir), steps[-1])
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(train_dir))
     self.assertEqual(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"), steps[-1])
+    self.assertFalse(os.path.exists(lease_file), "the lease was not released")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ python -m bench.bench_train --compare=precision --image_size=150 --batch_size=16
 python -m bench.bench_train --compare=devices --image_size=75 --batch_size=16 --steps=20
 python -m bench.bench_beam_search --preset=small --num_images=64 --batch_size=32
 python -m bench.bench_caption_images --num_images=2000
+python -m bench.bench_huge_image --size=12000
 python -m bench.bench_feature_cache --preset=small --batch_size=32 --steps=20 --num_images=128
 python -m bench.bench_feature_cache --preset=default --batch_size=32 --steps=8 --num_images=128
 python -m bench.bench_demo_curve --phase2_steps=1800 --checkpoint_every=300 --seed=0

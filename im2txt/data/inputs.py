@@ -221,10 +221,18 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
       element.pop("record_index")
     return element
 
-  dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=not is_training or seed is not None)
+  deterministic = not is_training or seed is not None
   if skip_bad_images:
-    dataset = dataset.ignore_errors(log_warning=True)
+    # Each record decoded in a dataset of its own, whose errors are ignored: a record whose
+    # image does not decode is dropped, but a read error of the files (a corrupt shard) still
+    # stops the iteration, to be named (ignore_errors on the whole pipeline would swallow it).
+    dataset = dataset.interleave(
+        lambda e: tf.data.Dataset.from_tensors(e).map(decode).ignore_errors(log_warning=True),
+        cycle_length=8, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic)
+  else:
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=deterministic)
   dataset = dataset.padded_batch(per_replica_batch, drop_remainder=is_training)
   return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -259,7 +267,7 @@ def find_undecodable_records(file_pattern: str, max_reported: int = 10,
 
   def decoded_key(filename, index, serialized):
     parsed = sequence_example.parse_sequence_example(serialized)
-    image = tf.io.decode_jpeg(parsed["image_data"], channels=3)
+    image = image_processing.check_decodes(parsed["image_data"])
     # Tie the output to the decoded image so the decode cannot be optimised away.
     return filename, index + tf.cast(tf.size(image) * 0, tf.int64)
 
@@ -285,10 +293,10 @@ def _describe_bad_record(filename: str, index: int, serialized: tf.Tensor) -> st
   except tf.errors.InvalidArgumentError as e:
     return f"{filename} record {index}: not a SequenceExample ({e.message.splitlines()[0]})"
   try:
-    tf.io.decode_jpeg(parsed["image_data"], channels=3)
+    image_processing.check_decodes(parsed["image_data"])
     reason = "image decoded on its own (a transient failure?)"
   except tf.errors.InvalidArgumentError as e:
-    reason = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", e.message.splitlines()[0])
+    reason = image_processing.decode_error_message(e)
   return (f"{filename} record {index} (image_id {int(parsed['image_id'])}): image does not "
           f"decode as JPEG: {reason}")
 
@@ -325,11 +333,65 @@ def input_error(error: tf.errors.InvalidArgumentError, pattern: str, vocab_size:
 
 
 def next_batch(iterator, pattern: str, vocab_size: int, config_source: str):
-  """next(iterator), with input_error's message for a bad record."""
+  """next(iterator), with input_error's message for a bad record, corrupt_shard_error's for a
+  corrupt shard."""
   try:
     return next(iterator)
   except tf.errors.InvalidArgumentError as e:
     raise input_error(e, pattern, vocab_size, config_source) from e
+  except tf.errors.DataLossError as e:
+    raise corrupt_shard_error(e, pattern) from e
+
+
+def naming_corrupt_shards(dataset: tf.data.Dataset, pattern: str):
+  """Iterates `dataset` (read from the files of `pattern`); a corrupt file is a BadInputError
+  naming it (corrupt_shard_error) instead of TensorFlow's DataLossError, which names none."""
+  iterator = iter(dataset)
+  while True:
+    try:
+      element = next(iterator)
+    except StopIteration:
+      return
+    except tf.errors.DataLossError as e:
+      raise corrupt_shard_error(e, pattern) from e
+    yield element
+
+
+def shard_problem(path: str) -> Optional[str]:
+  """Why the TFRecord file `path` does not read whole (TensorFlow's reason, with the byte offset
+  of the bad record), or None if it does."""
+  try:
+    tf.data.TFRecordDataset(path, buffer_size=8 << 20).reduce(
+        tf.constant(0, tf.int64), lambda count, _: count + 1)
+    return None
+  except tf.errors.DataLossError as e:
+    message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\].*$|\s*name:\s*$", "",
+                     e.message or "").strip().splitlines()[0]
+    found = re.search(r"(truncated|corrupted) record at (\d+)", message)
+    if not found:
+      return message
+    if found.group(1) == "truncated":
+      return (f"truncated record at byte {found.group(2)}: the file ends inside it (cut short, "
+              "e.g. by an interrupted copy)")
+    return (f"corrupted record at byte {found.group(2)}: its checksum does not match (the bytes "
+            "were changed after it was written)")
+
+
+def corrupt_shard_error(error: tf.errors.DataLossError, pattern: str) -> "BadInputError":
+  """BadInputError naming the files of `pattern` that do not read whole (scanned now, one by
+  one: a read error of tf.data does not say which file it came from)."""
+  files = file_io.expand_patterns(pattern, "--input_file_pattern")
+  logging.info("A TFRecord file of %s is corrupt (%s); looking for it among %d file(s)",
+               pattern, (error.message or "").strip().splitlines()[0][:200], len(files))
+  problems = [(path, shard_problem(path)) for path in files]
+  bad = [f"{path}: {problem}" for path, problem in problems if problem]
+  if not bad:
+    return BadInputError(f"Reading {pattern} failed ({error.message}), but every file reads "
+                         "whole now: a transient storage error? Rerun the same command.")
+  return BadInputError(
+      f"{len(bad)} of the {len(files)} TFRecord files of {pattern} cannot be read whole:\n  " +
+      "\n  ".join(bad) + "\nCopy them again from their source, or rebuild them with "
+      "build_mscoco_data; a corrupt record is never skipped silently.")
 
 
 def count_skipped_records(pattern: str,

@@ -35,6 +35,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from im2txt import checkpoint_files
 from im2txt import configuration
 from im2txt import file_io
 from im2txt import sequence_example
@@ -134,7 +135,7 @@ def load_caption_references(file_pattern: str, num_images: int,
   image_ids, image_data, references, undecodable = [], [], {}, set()
   # Records without image/image_id (-1) are grouped by their image bytes, under ids -1, -2, ...
   unnamed_ids: Dict[bytes, int] = {}
-  for record in records:
+  for record in inputs.naming_corrupt_shards(records, file_pattern):
     image_id = int(record["image_id"])
     if image_id == -1:
       image_id = unnamed_ids.setdefault(record["image_data"].numpy(), -1 - len(unnamed_ids))
@@ -142,10 +143,10 @@ def load_caption_references(file_pattern: str, num_images: int,
       if len(image_ids) >= num_images or image_id in undecodable:
         continue
       try:
-        tf.io.decode_jpeg(record["image_data"], channels=3)
+        image_processing.check_decodes(record["image_data"])
       except tf.errors.InvalidArgumentError as e:
         logging.warning("Not captioning val image %d: it does not decode as JPEG (%s)", image_id,
-                        _first_line(e))
+                        image_processing.decode_error_message(e))
         undecodable.add(image_id)
         continue
       image_ids.append(image_id)
@@ -196,6 +197,7 @@ class CheckpointEvaluator:
     """vocab: needed for the caption metrics, which are off without it or with
     config.eval.num_caption_images == 0."""
     self.config = config
+    self._input_file_pattern = input_file_pattern
     c = config.model
     if vocab is not None and len(vocab) > c.vocab_size:
       raise EvaluationError(f"Vocabulary {vocab.source} has {len(vocab)} words (with <UNK>) but "
@@ -269,12 +271,13 @@ class CheckpointEvaluator:
     try:
       status = self._checkpoint.restore(checkpoint.path).expect_partial()
       status.assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
+    except (tf.errors.OpError, IndexError, ValueError, AssertionError) as e:
       if not _checkpoint_files_exist(checkpoint.path):
         raise CheckpointDeletedError(f"{checkpoint.path} was deleted before it could be "
                                      "evaluated") from e
-      if isinstance(e, tf.errors.OpError):
-        raise EvaluationError(f"{checkpoint.path}: cannot be read: {_first_line(e)}") from e
+      if isinstance(e, checkpoint_files.READ_ERRORS):
+        raise EvaluationError(str(checkpoint_files.corrupt_checkpoint_error(
+            checkpoint.path, e))) from e
       m = self.config.model
       raise CheckpointMismatchError(
           f"{checkpoint.path}: its variables do not match the model of the configuration "
@@ -297,7 +300,7 @@ class CheckpointEvaluator:
     names = ["images", "input_seqs", "target_seqs", "input_mask"]
     if concepts is not None:
       names.append("concept_targets")
-    for batch in self._dataset:
+    for batch in inputs.naming_corrupt_shards(self._dataset, self._input_file_pattern):
       if _stop_requested(stop_event):
         raise EvaluationStopped()
       keep = min(limit - num_examples, int(batch["input_seqs"].shape[0]))

@@ -23,13 +23,13 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 from absl import logging
 import tensorflow as tf
 
+from im2txt import checkpoint_files
 from im2txt import concepts
 from im2txt import configuration
 from im2txt import file_io
@@ -76,7 +76,10 @@ def restore_model(model_config: configuration.ModelConfig,
   """Builds the model and restores its weights from a checkpoint prefix."""
   model = show_and_tell_model.ShowAndTellModel(model_config)
   model.build_all()
-  status = tf.train.Checkpoint(model=model).restore(checkpoint)
+  try:
+    status = tf.train.Checkpoint(model=model).restore(checkpoint)
+  except checkpoint_files.READ_ERRORS as e:
+    raise checkpoint_files.corrupt_checkpoint_error(checkpoint, e) from e
   try:
     # The trainer's checkpoint also holds the optimizer and the step, which inference ignores.
     status.expect_partial().assert_existing_objects_matched()
@@ -123,7 +126,8 @@ def load_vocabulary(vocab_file: str, model_config: configuration.ModelConfig,
 class ImageReader:
   """Reads an image file into the model's input, preprocessed as for evaluation (central crop).
 
-  Decoding is tf.io.decode_jpeg's, which also reads PNG, GIF and BMP files.
+  Decoding is tf.io.decode_jpeg's, which also reads PNG and GIF files (image_processing: a huge
+  JPEG is decoded at reduced scale, a huge PNG or GIF refused).
   """
 
   def __init__(self, model_config: configuration.ModelConfig):
@@ -148,8 +152,7 @@ class ImageReader:
     try:
       return self._decode(tf.constant(encoded))
     except tf.errors.InvalidArgumentError as e:
-      # The first line of TensorFlow's message, without its "{{function_node ...}}" prefix.
-      reason = re.sub(r"\{\{[^}]*\}\}\s*", "", e.message).strip().split("\n")[0]
+      reason = image_processing.decode_error_message(e)
       raise ValueError(f"{path}: not a decodable image ({reason})") from e
 
 

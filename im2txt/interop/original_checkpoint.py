@@ -28,6 +28,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from im2txt import checkpoint_files
 from im2txt import configuration
 from im2txt import file_io
 from im2txt.inference import captioning
@@ -79,7 +80,9 @@ class OriginalCheckpoint:
     self.path = resolve_original_checkpoint(path)
     try:
       self._reader = tf.train.load_checkpoint(self.path)
-    except (tf.errors.OpError, ValueError) as e:
+    except checkpoint_files.READ_ERRORS as e:
+      raise checkpoint_files.corrupt_checkpoint_error(self.path, e) from e
+    except ValueError as e:
       raise ValueError(f"{self.path}: not a readable TensorFlow checkpoint ({e})") from e
     self.shapes: Dict[str, List[int]] = self._reader.get_variable_to_shape_map()
     self.lstm_names = next((names for names in LSTM_NAMES
@@ -116,9 +119,8 @@ class OriginalCheckpoint:
   def tensor(self, name: str) -> np.ndarray:
     try:
       return self._reader.get_tensor(name)
-    except tf.errors.OpError as e:  # E.g. a missing or truncated .data-* file.
-      raise ValueError(f"{self.path}: cannot read variable {name} "
-                       f"({e.message.splitlines()[0]})") from e
+    except checkpoint_files.READ_ERRORS as e:  # E.g. a missing or truncated .data-* file.
+      raise checkpoint_files.corrupt_checkpoint_error(self.path, e) from e
 
   @property
   def global_step(self) -> int:

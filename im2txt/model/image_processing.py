@@ -10,6 +10,8 @@ The random ops are stateless and take a per-image seed, so a seeded input pipeli
 every image the same way however many threads run it (reproducible runs, comparable strategies).
 """
 
+import re
+
 import tensorflow as tf
 
 from im2txt import configuration
@@ -55,9 +57,81 @@ def distort_image(image: tf.Tensor, seed=None) -> tf.Tensor:
   return tf.clip_by_value(image, 0.0, 1.0)
 
 
-def decode_jpeg(encoded_image: tf.Tensor) -> tf.Tensor:
-  """JPEG bytes -> float32 [H, W, 3] in [0, 1] (grayscale JPEGs are expanded to RGB)."""
-  image = tf.io.decode_jpeg(encoded_image, channels=3)
+# A JPEG far larger than the model needs is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
+# (tf.io.decode_jpeg's `ratio`): the largest that leaves both sides at least this many times the
+# size it is resized to. MSCOCO's 640x480 photos (anything under 4x the resize size) decode at
+# full scale, as the original's did; a 12000x12000 JPEG at 1/8 (1500x1500) for the default preset.
+DCT_SCALE_MARGIN = 4
+# Images that would decode to more pixels than this are refused before decoding (PIL's
+# decompression-bomb limit; ~1.3 GB as uint8 and float32): PNG and GIF, which have no reduced
+# scale. A JPEG at 1/8 stays below it (at most 65535^2 / 64 pixels).
+MAX_DECODED_PIXELS = 89_478_485
+_DCT_RATIOS = (1, 2, 4, 8)
+
+
+def _header_int(encoded_image: tf.Tensor, offset: int, dtype, little_endian: bool) -> tf.Tensor:
+  size = tf.as_dtype(dtype).size
+  raw = tf.strings.substr(encoded_image, offset, size)
+  return tf.cast(tf.io.decode_raw(raw, dtype, little_endian=little_endian)[0], tf.int64)
+
+
+def image_size(encoded_image: tf.Tensor) -> tf.Tensor:
+  """int64 [2]: (height, width) from the header of a JPEG, PNG or GIF (what tf.io.decode_jpeg
+  reads), without decoding; (0, 0) for anything else and for a header cut short."""
+  length = tf.strings.length(encoded_image)
+  magic = tf.strings.substr(encoded_image, 0, 8)
+
+  def starts(prefix: bytes, min_length: int):
+    return (tf.strings.substr(magic, 0, len(prefix)) == prefix) & (length >= min_length)
+
+  return tf.case([
+      (starts(b"\xff\xd8\xff", 4),
+       lambda: tf.cast(tf.image.extract_jpeg_shape(encoded_image)[:2], tf.int64)),
+      (starts(b"\x89PNG\r\n\x1a\n", 24),
+       lambda: tf.stack([_header_int(encoded_image, 20, tf.int32, False),
+                         _header_int(encoded_image, 16, tf.int32, False)])),
+      (starts(b"GIF8", 10),
+       lambda: tf.stack([_header_int(encoded_image, 8, tf.uint16, True),
+                         _header_int(encoded_image, 6, tf.uint16, True)])),
+  ], default=lambda: tf.zeros([2], tf.int64), exclusive=True)
+
+
+def decode_error_message(e: tf.errors.OpError) -> str:
+  """Why an image did not decode, in one line: the first line of TensorFlow's message without
+  its "{{function_node ...}}" and "[Op:...]" decorations, or decode_jpeg's pixel-limit sentence."""
+  message = e.message or ""
+  limit = re.search(r"The image is \d+x\d+ pixels [^'\]]*", message)
+  if limit:
+    return limit.group(0)
+  message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", message).strip()
+  return message.splitlines()[0] if message else type(e).__name__
+
+
+def decode_jpeg(encoded_image: tf.Tensor, resize_to=None) -> tf.Tensor:
+  """JPEG bytes (or PNG, GIF) -> float32 [H, W, 3] in [0, 1] (grayscale expanded to RGB).
+
+  With `resize_to` (height, width), the size the image will be resized to, a JPEG of more than
+  DCT_SCALE_MARGIN times that size is decoded at reduced scale. An image that would decode to
+  more than MAX_DECODED_PIXELS pixels is an InvalidArgumentError saying so, raised before any
+  memory is taken for it.
+  """
+  size = image_size(encoded_image)
+  index = tf.constant(0)
+  if resize_to is not None:
+    scale = tf.minimum(tf.cast(size[0], tf.float64) / resize_to[0],
+                       tf.cast(size[1], tf.float64) / resize_to[1])
+    is_jpeg = tf.strings.substr(encoded_image, 0, 3) == b"\xff\xd8\xff"
+    for k, ratio in enumerate(_DCT_RATIOS[1:], 1):
+      index = tf.where(is_jpeg & (scale >= ratio * DCT_SCALE_MARGIN), k, index)
+  ratio = tf.gather(tf.constant(_DCT_RATIOS, tf.int64), index)
+  decoded = (size + ratio - 1) // ratio
+  too_big = tf.debugging.Assert(decoded[0] * decoded[1] <= MAX_DECODED_PIXELS, [tf.strings.format(
+      "The image is {}x{} pixels (width x height): above the " + f"{MAX_DECODED_PIXELS:,}" +
+      " pixels im2txt decodes; scale it down first", (size[1], size[0]))])
+  with tf.control_dependencies([too_big]):
+    image = tf.switch_case(index, [
+        (lambda r=r: tf.io.decode_jpeg(encoded_image, channels=3, ratio=r))
+        for r in _DCT_RATIOS])
   return tf.image.convert_image_dtype(image, dtype=tf.float32)
 
 
@@ -70,6 +144,13 @@ def resize_bilinear_legacy(image: tf.Tensor, height: int, width: int) -> tf.Tens
   resized = tf.raw_ops.ResizeBilinear(images=image[tf.newaxis], size=[height, width],
                                       align_corners=False, half_pixel_centers=False)
   return resized[0]
+
+
+def check_decodes(encoded_image: tf.Tensor) -> tf.Tensor:
+  """decode_jpeg's checks at the least cost: a JPEG (of 32 pixels or more a side) decoded at 1/8
+  scale, anything else as decode_jpeg decodes it; the same errors as decode_jpeg for any
+  `resize_to` (the DCT scaling reads every coefficient of the file)."""
+  return decode_jpeg(encoded_image, resize_to=(1, 1))
 
 
 def preprocess_image(image: tf.Tensor, config: configuration.ModelConfig, is_training: bool,
@@ -97,5 +178,9 @@ def preprocess_image(image: tf.Tensor, config: configuration.ModelConfig, is_tra
 
 def process_image(encoded_image: tf.Tensor, config: configuration.ModelConfig,
                   is_training: bool, seed=None) -> tf.Tensor:
-  """JPEG bytes -> model input float32 [image_height, image_width, 3] in [-1, 1]."""
-  return preprocess_image(decode_jpeg(encoded_image), config, is_training, seed=seed)
+  """JPEG bytes -> model input float32 [image_height, image_width, 3] in [-1, 1]; a huge JPEG is
+  decoded at reduced scale, a huge other image refused (see decode_jpeg)."""
+  resize_to = ((config.resize_height, config.resize_width)
+               if config.resize_height and config.resize_width
+               else (config.image_height, config.image_width))
+  return preprocess_image(decode_jpeg(encoded_image, resize_to), config, is_training, seed=seed)

@@ -40,6 +40,10 @@ class TrainOptions:
   strategy: str = "mirrored"
   # Devices of the mirrored strategy (None: all local GPUs, or the CPU); tests use logical CPUs.
   devices: Optional[Sequence[str]] = None
+  # Stop with an error when TensorFlow sees no GPU or TPU (cluster jobs: a node whose CUDA
+  # libraries did not load would otherwise train on its CPU, ~100x slower, and say so only in a
+  # warning).
+  require_accelerator: bool = False
   # "none", "bf16" or "fp16" (GPUs; fp16 uses dynamic loss scaling).
   mixed_precision: str = "none"
   # Skip records whose image does not decode (counted and reported first) instead of stopping.

@@ -19,6 +19,7 @@ from typing import Callable, List, Optional
 from absl import logging
 import tensorflow as tf
 
+from im2txt import checkpoint_files
 from im2txt import concepts
 from im2txt import configuration
 from im2txt import file_io
@@ -251,10 +252,13 @@ def _restore(model, step, optimizer, options: train_options.TrainOptions) -> Opt
     return None
   # The model must match exactly; the optimizer (SGD: its iteration count) may differ, e.g. when
   # the mixed-precision setting changes between phases.
-  status = tf.train.Checkpoint(step=step, model=model).restore(latest)
-  status.assert_existing_objects_matched().expect_partial()
-  if _optimizer_state_matches(optimizer, latest):
-    tf.train.Checkpoint(optimizer=optimizer).restore(latest).expect_partial()
+  try:
+    status = tf.train.Checkpoint(step=step, model=model).restore(latest)
+    status.assert_existing_objects_matched().expect_partial()
+    if _optimizer_state_matches(optimizer, latest):
+      tf.train.Checkpoint(optimizer=optimizer).restore(latest).expect_partial()
+  except checkpoint_files.READ_ERRORS as e:
+    raise checkpoint_files.corrupt_checkpoint_error(latest, e, for_trainer=True) from e
   else:
     # E.g. phase 2 with Adam after phase 1 with SGD: Adam starts afresh (iteration 0, so its
     # bias correction holds the first steps to the learning rate), not at SGD's iteration count.

@@ -38,11 +38,13 @@ from typing import Optional, Sequence
 from absl import logging
 import tensorflow as tf
 
+from im2txt import checkpoint_files
 from im2txt import configuration
 from im2txt.data import feature_cache
 from im2txt.data import inputs
 from im2txt.model import concept_head
 from im2txt.model import show_and_tell_model
+from im2txt.training import lease
 from im2txt.training import optimization
 from im2txt.training import train_options
 from im2txt.training import train_state
@@ -107,6 +109,29 @@ def make_strategy(name: str, devices: Optional[Sequence[str]] = None) -> tf.dist
   if name == "default":
     return tf.distribute.get_strategy()
   raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}")
+
+
+def check_accelerators(strategy, require_accelerator: bool) -> None:
+  """Logs the devices training runs on; without a GPU or TPU, warns with the likely cause (or,
+  with `require_accelerator`, raises ValueError saying so)."""
+  accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
+  try:
+    devices = list(strategy.extended.worker_devices)
+  except RuntimeError:  # The default strategy: TensorFlow's default device.
+    devices = [(accelerators or tf.config.list_logical_devices("CPU"))[0].name]
+  logging.info("Training on %s (TensorFlow sees %s)", ", ".join(devices),
+               ", ".join(f"{d.name} ({d.device_type})" for d in accelerators) or "no GPU or TPU")
+  if accelerators:
+    return
+  cause = ("TensorFlow sees no GPU or TPU, so training runs on the CPU. If this machine has a "
+           "GPU, TensorFlow could not load CUDA: install the project with its CUDA wheels (pip "
+           "install '.[gpu]', i.e. tensorflow[and-cuda]) and check that nvidia-smi sees the GPU. "
+           "Measured on 2 Xeon cores: InceptionV3 at 299x299 trains at 6.8 images/s with "
+           "Inception fine-tuned, and at 1.3 steps/s of batch 8 frozen; a GPU trains hundreds "
+           "of images/s")
+  if require_accelerator:
+    raise ValueError(f"--require_accelerator: {cause}")
+  logging.warning("%s.", cause)
 
 
 def _worker(strategy) -> tuple:
@@ -282,6 +307,7 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   train_state.check_feature_records(options, features)
   # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
   strategy = make_strategy(options.strategy, options.devices)
+  check_accelerators(strategy, options.require_accelerator)
   previous_policy = tf.keras.mixed_precision.global_policy()
   policy = MIXED_PRECISION_POLICIES[options.mixed_precision]
   if policy:
@@ -313,6 +339,19 @@ def _loop_size(step: int, options: TrainOptions, save_steps: int, first: bool) -
 def _train(strategy, config: configuration.Config, options: TrainOptions,
            features: Optional[feature_cache.FeatureShape],
            concept_table: Optional[Sequence[int]]) -> TrainResult:
+  """Trains holding train_dir's lease (the chief; see lease.py), released at the end."""
+  held = lease.Lease(options.train_dir).acquire() if _worker(strategy)[0] else None
+  try:
+    return _train_held(strategy, config, options, features, concept_table, held)
+  finally:
+    if held is not None:
+      held.release()
+
+
+def _train_held(strategy, config: configuration.Config, options: TrainOptions,
+                features: Optional[feature_cache.FeatureShape],
+                concept_table: Optional[Sequence[int]],
+                held: Optional[lease.Lease]) -> TrainResult:
   if options.seed is not None:
     tf.keras.utils.set_random_seed(options.seed)
   is_chief, task_id, num_workers = _worker(strategy)
@@ -366,7 +405,11 @@ def _train(strategy, config: configuration.Config, options: TrainOptions,
     # A finite loss can still come with an update that overflowed: never save such weights.
     if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables):
       raise diverged("the weights are no longer finite")
-    result.last_checkpoint = state.manager.save(checkpoint_number=int(step.numpy()))
+    if held is not None:
+      held.check()  # Another trainer took train_dir over: do not write over its checkpoints.
+    needed = checkpoint_files.checkpoint_bytes(
+        result.last_checkpoint, model.variables + state.optimizer.variables())
+    result.last_checkpoint = checkpoint_files.save(state.manager, int(step.numpy()), needed)
     return time.time()
 
   def run_loop(n: int, want_save: bool, want_stop: bool):
@@ -378,6 +421,12 @@ def _train(strategy, config: configuration.Config, options: TrainOptions,
       batch = next(iterator)
     except tf.errors.InvalidArgumentError as e:
       raise inputs.input_error(e, pattern, config.model.vocab_size, source) from e
+    except tf.errors.DataLossError as e:
+      found = inputs.corrupt_shard_error(e, pattern)
+      raise inputs.BadInputError(
+          f"{found}\nTraining stopped at step {int(step.numpy())} without saving; the last "
+          f"checkpoint, {result.last_checkpoint}, is intact: rerun the same command once the "
+          "files are whole, and training resumes from it.") from e
     out = train_step(batch, tf.constant([float(want_save), float(want_stop)]))
     return batch, {k: v.numpy() for k, v in out.items()}
 

@@ -1,0 +1,167 @@
+"""Checkpoints that fail: a corrupt one named (which of its files is bad, and which earlier
+checkpoint is intact), and a save that fails (a full disk) explained and cleaned up.
+
+A checkpoint whose `.data-*` file was cut short (a copy or a disk that filled up) fails to restore
+with TensorFlow's "Read less bytes than requested" (an IndexError) and no file name; one whose
+`.index` is damaged with "not an sstable (bad magic number)". Every binary that restores a
+checkpoint (train, evaluate, run_inference, export_saved_model, score_captions,
+convert_checkpoint) turns such a failure into `corrupt_checkpoint_error`: the bad file, the
+reason, and the newest checkpoint beside it that reads whole.
+
+    try:
+      tf.train.Checkpoint(model=model).restore(prefix)
+    except checkpoint_files.READ_ERRORS as e:
+      raise checkpoint_files.corrupt_checkpoint_error(prefix, e) from e
+"""
+
+import os
+import re
+import shutil
+from typing import Optional, Sequence
+
+from absl import logging
+import tensorflow as tf
+
+# What restoring or reading a damaged checkpoint raises in TensorFlow 2.15.
+READ_ERRORS = (tf.errors.OpError, IndexError)
+# Checkpoints looked at, newest first, for an intact one.
+MAX_CHECKPOINTS_CHECKED = 10
+
+
+class CorruptCheckpointError(ValueError):
+  """A checkpoint that does not read whole, named with its bad file."""
+
+
+def _reason(error: BaseException) -> str:
+  message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+  message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", message or "").strip()
+  line = message.splitlines()[0] if message else type(error).__name__
+  if "Read less bytes than requested" in line:
+    return f"cut short ({line})"
+  return line
+
+
+def checkpoint_problem(prefix: str) -> Optional[str]:
+  """None if every tensor of the checkpoint `prefix` reads (its index and data whole, their
+  checksums right), else "FILE: reason" naming the bad file."""
+  index = prefix + ".index"
+  if not tf.io.gfile.exists(index):
+    return f"{index}: missing"
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+  except READ_ERRORS + (ValueError,) as e:
+    return f"{index}: {_reason(e)}"
+  try:
+    for name in sorted(reader.get_variable_to_shape_map()):
+      reader.get_tensor(name)
+  except READ_ERRORS + (ValueError,) as e:
+    data = sorted(tf.io.gfile.glob(prefix + ".data-*"))
+    return f"{', '.join(data) if data else prefix + '.data-* (missing)'}: {_reason(e)}"
+  return None
+
+
+def _step(prefix: str) -> int:
+  found = re.search(r"-(\d+)$", prefix)
+  return int(found.group(1)) if found else -1
+
+
+def newest_intact_checkpoint(directory: str, exclude: str = "") -> Optional[str]:
+  """The newest checkpoint prefix in `directory` (by its step number), other than `exclude`,
+  that reads whole; None if none of the newest MAX_CHECKPOINTS_CHECKED does."""
+  prefixes = {path[:-len(".index")] for path in tf.io.gfile.glob(
+      os.path.join(directory, "*.index"))}
+  prefixes.discard(exclude)
+  for prefix in sorted(prefixes, key=_step, reverse=True)[:MAX_CHECKPOINTS_CHECKED]:
+    if checkpoint_problem(prefix) is None:
+      return prefix
+  return None
+
+
+def corrupt_checkpoint_error(prefix: str, error: BaseException,
+                             for_trainer: bool = False) -> CorruptCheckpointError:
+  """The error to report when restoring `prefix` failed with `error` (one of READ_ERRORS);
+  `for_trainer`: the advice is how to resume from the intact one, not which flag names it."""
+  problem = checkpoint_problem(prefix) or f"{prefix}: {_reason(error)}"
+  directory = os.path.dirname(prefix)
+  intact = newest_intact_checkpoint(directory, exclude=prefix)
+  if intact and for_trainer:
+    advice = (f"The newest intact checkpoint beside it is {intact}. To resume from it, move "
+              f"the corrupt checkpoint's files out of {directory} and set model_checkpoint_path "
+              f'in {os.path.join(directory, "checkpoint")} to "{os.path.basename(intact)}".')
+  elif intact:
+    advice = (f"The newest intact checkpoint beside it is {intact}: give it by "
+              f"--checkpoint_path={intact}.")
+  else:
+    advice = f"No other checkpoint in {os.path.dirname(prefix) or '.'} reads whole."
+  return CorruptCheckpointError(f"Checkpoint {prefix} is corrupt: {problem}. {advice}")
+
+
+# --- saving ------------------------------------------------------------------------------
+
+# A save warns beforehand when the free space is below this many checkpoints' size.
+FREE_SPACE_MARGIN = 2.0
+
+
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written (e.g. the disk is full); nothing of it is left."""
+
+
+def _mib(size: float) -> str:
+  return f"{size / 2**20:,.1f} MiB"
+
+
+def free_bytes(directory: str) -> Optional[int]:
+  """Free space of the local file system holding `directory`; None for a remote one (gs://)."""
+  if "://" in directory:
+    return None
+  try:
+    return shutil.disk_usage(directory).free
+  except OSError:
+    return None
+
+
+def checkpoint_bytes(prefix: Optional[str], variables: Sequence[tf.Variable]) -> int:
+  """The size of a checkpoint: the files of `prefix` (the last one written), or without one the
+  bytes of `variables`."""
+  if prefix:
+    files = tf.io.gfile.glob(prefix + ".*")
+    if files:
+      return sum(tf.io.gfile.stat(path).length for path in files)
+  return sum(v.shape.num_elements() * v.dtype.size for v in variables)
+
+
+def save(manager: tf.train.CheckpointManager, checkpoint_number: int, needed: int) -> str:
+  """manager.save(checkpoint_number), warning first when the free space looks too small for
+  `needed` bytes; on a failure, the half-written checkpoint is removed and CheckpointSaveError
+  says what happened (the path, the size needed, the free space). The manager's earlier
+  checkpoints stay as they were."""
+  directory = manager.directory
+  prefix = os.path.join(directory, f"ckpt-{checkpoint_number}")
+  free = free_bytes(directory)
+  if free is not None and free < FREE_SPACE_MARGIN * needed:
+    logging.warning("Only %s free on %s, and a checkpoint takes about %s: the next saves may "
+                    "fail", _mib(free), directory, _mib(needed))
+  try:
+    return manager.save(checkpoint_number=checkpoint_number)
+  except (tf.errors.OpError, OSError) as e:
+    # The saver writes under PREFIX_temp/ and merges into PREFIX.index and PREFIX.data-*: remove
+    # whatever of them exists (never an earlier checkpoint's files).
+    for path in tf.io.gfile.glob(prefix + "_temp*") + tf.io.gfile.glob(prefix + ".*"):
+      try:
+        if tf.io.gfile.isdir(path):
+          tf.io.gfile.rmtree(path)
+        else:
+          tf.io.gfile.remove(path)
+      except tf.errors.OpError:
+        pass
+    free = free_bytes(directory)
+    space = (f"{_mib(free)} are free there" if free is not None
+             else "the free space there is unknown")
+    latest = manager.latest_checkpoint
+    kept = (f"The last checkpoint, {latest}, is intact: free some space and rerun the same "
+            "command, and training resumes from it." if latest else
+            "No earlier checkpoint was written: free some space and rerun the same command.")
+    reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
+    raise CheckpointSaveError(
+        f"Saving checkpoint {prefix} failed: {reason.strip().splitlines()[0]}. It needs about "
+        f"{_mib(needed)}, and {space}; the partial files were removed. {kept}") from e

@@ -1,0 +1,148 @@
+"""A corrupt checkpoint is named, with the newest intact one beside it, by every binary that
+restores one: run_inference, export_saved_model, evaluate (which skips it and goes on), the
+trainer (resuming) and convert_checkpoint's reader."""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import tensorflow as tf
+
+from im2txt import checkpoint_files
+from im2txt import configuration
+from im2txt.evaluation import checkpoint_evaluator
+from im2txt.interop import original_checkpoint
+from im2txt.training import trainer
+from tests import inference_testutil
+from tests import training_testdata as td
+
+
+def _run_main(module, flags):
+  """Runs `python -m module FLAGS` as a user does -> (exit code, stderr)."""
+  env = dict(os.environ, PYTHONPATH=td.repo_root() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  process = subprocess.run([sys.executable, "-m", module] + flags, capture_output=True,
+                           text=True, env=env, cwd=td.repo_root(), timeout=300, check=False)
+  return process.returncode, process.stderr
+
+
+class CheckpointFilesTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = self.create_tempdir().full_path
+    config = inference_testutil.tiny_config(vocab_size=8)
+    model = inference_testutil.random_model(config, seed=5)
+    self.train_dir = os.path.join(self.tmp, "train")
+    checkpoint = tf.train.Checkpoint(model=model, step=tf.Variable(1, dtype=tf.int64))
+    manager = tf.train.CheckpointManager(checkpoint, self.train_dir, max_to_keep=5)
+    self.first = manager.save(checkpoint_number=1)
+    self.latest = manager.save(checkpoint_number=2)
+    configuration.save_config(config, self.train_dir)
+    self.vocab_file = inference_testutil.write_vocab(os.path.join(self.tmp, "word_counts.txt"))
+    self.jpegs = inference_testutil.write_jpegs(os.path.join(self.tmp, "images"), 1)
+    self.data = glob.glob(self.latest + ".data-*")[0]
+
+  def _cut_data(self):
+    with open(self.data, "rb") as f:
+      data = f.read()
+    with open(self.data, "wb") as f:
+      f.write(data[:len(data) // 2])
+
+  def _expected(self, problem):
+    return (f"Checkpoint {self.latest} is corrupt: {problem}. The newest intact checkpoint "
+            f"beside it is {self.first}: give it by --checkpoint_path={self.first}.")
+
+  def test_problems_name_the_bad_file(self):
+    self.assertIsNone(checkpoint_files.checkpoint_problem(self.latest))
+    self._cut_data()
+    self.assertEqual(checkpoint_files.checkpoint_problem(self.latest),
+                     f"{self.data}: cut short (Read less bytes than requested)")
+    self.assertEqual(checkpoint_files.newest_intact_checkpoint(self.train_dir), self.first)
+    index = self.latest + ".index"
+    with open(index, "r+b") as f:
+      f.truncate(20)
+    self.assertEqual(checkpoint_files.checkpoint_problem(self.latest),
+                     f"{index}: file is too short to be an sstable")
+    os.remove(index)
+    self.assertEqual(checkpoint_files.checkpoint_problem(self.latest), f"{index}: missing")
+
+  def test_run_inference_and_export_name_it_without_a_traceback(self):
+    self._cut_data()
+    expected = self._expected(f"{self.data}: cut short (Read less bytes than requested)")
+    code, err = _run_main("im2txt.run_inference", [
+        f"--checkpoint_path={self.train_dir}", f"--vocab_file={self.vocab_file}",
+        f"--input_files={self.jpegs[0]}"])
+    self.assertEqual((code, err.strip().splitlines()[-1]), (2, f"Error: {expected}"))
+    self.assertNotIn("Traceback", err)
+    export_dir = os.path.join(self.tmp, "export")
+    code, err = _run_main("im2txt.export_saved_model", [
+        f"--checkpoint_path={self.train_dir}", f"--vocab_file={self.vocab_file}",
+        f"--export_dir={export_dir}"])
+    self.assertEqual((code, err.strip().splitlines()[-1]), (2, f"Error: {expected}"))
+    self.assertFalse(os.path.exists(export_dir))
+    # The intact one, named as the message says, works.
+    code, _ = _run_main("im2txt.run_inference", [
+        f"--checkpoint_path={self.first}", f"--vocab_file={self.vocab_file}",
+        f"--input_files={self.jpegs[0]}"])
+    self.assertEqual(code, 0)
+
+  def test_evaluator_skips_it_naming_it(self):
+    self._cut_data()
+    config = inference_testutil.tiny_config(vocab_size=8)
+    pattern = td.write_shards(os.path.join(self.tmp, "data"),
+                              td.colour_examples({0: [3, 4], 1: [5, 6]}), 1, name="val")
+    evaluator = checkpoint_evaluator.CheckpointEvaluator(config, pattern)
+    with self.assertRaises(checkpoint_evaluator.EvaluationError) as raised:
+      evaluator.restore(checkpoint_evaluator.CheckpointRef(self.latest, 2))
+    self.assertEqual(str(raised.exception),
+                     self._expected(f"{self.data}: cut short (Read less bytes than requested)"))
+    self.assertEqual(evaluator.restore(checkpoint_evaluator.CheckpointRef(self.first, 1)), 1)
+
+  def test_convert_checkpoint_names_it(self):
+    index = self.latest + ".index"
+    with open(index, "r+b") as f:
+      f.truncate(20)
+    with self.assertRaises(checkpoint_files.CorruptCheckpointError) as raised:
+      original_checkpoint.OriginalCheckpoint(self.latest)
+    self.assertEqual(str(raised.exception),
+                     self._expected(f"{index}: file is too short to be an sstable"))
+
+
+class TrainerResumeTest(tf.test.TestCase):
+
+  def test_trainer_names_a_corrupt_latest_checkpoint_and_how_to_resume(self):
+    tmp = self.create_tempdir().full_path
+    pattern = td.write_shards(os.path.join(tmp, "data"),
+                              td.colour_examples({0: [3, 4], 1: [5, 6]}), 1)
+    train_dir = os.path.join(tmp, "train")
+    config = td.tiny_config(save_checkpoint_steps=1)
+    options = trainer.TrainOptions(input_file_pattern=pattern, train_dir=train_dir,
+                                   number_of_steps=2, seed=1)
+    trainer.train(config, options)
+    data = glob.glob(os.path.join(train_dir, "ckpt-2.data-*"))[0]
+    with open(data, "r+b") as f:
+      f.truncate(os.path.getsize(data) // 2)
+    options.number_of_steps = 3
+    with self.assertRaises(checkpoint_files.CorruptCheckpointError) as raised:
+      trainer.train(config, options)
+    self.assertEqual(
+        str(raised.exception),
+        f"Checkpoint {train_dir}/ckpt-2 is corrupt: {data}: cut short (Read less bytes than "
+        f"requested). The newest intact checkpoint beside it is {train_dir}/ckpt-1. To resume "
+        f"from it, move the corrupt checkpoint's files out of {train_dir} and set "
+        f'model_checkpoint_path in {train_dir}/checkpoint to "ckpt-1".')
+    # Doing just that resumes from step 1.
+    for path in glob.glob(os.path.join(train_dir, "ckpt-2.*")):
+      shutil.move(path, tmp)
+    with open(os.path.join(train_dir, "checkpoint")) as f:
+      state = f.read()
+    with open(os.path.join(train_dir, "checkpoint"), "w") as f:
+      f.write(state.replace('model_checkpoint_path: "ckpt-2"', 'model_checkpoint_path: "ckpt-1"'))
+    result = trainer.train(config, options)
+    self.assertEqual((result.start_step, result.global_step), (1, 3))
+
+
+if __name__ == "__main__":
+  tf.test.main()
