@@ -130,11 +130,13 @@ def checkpoint_bytes(prefix: Optional[str], variables: Sequence[tf.Variable]) ->
   return sum(v.shape.num_elements() * v.dtype.size for v in variables)
 
 
-def save(manager: tf.train.CheckpointManager, checkpoint_number: int, needed: int) -> str:
+def save(manager: tf.train.CheckpointManager, checkpoint_number: int, needed: int,
+         previous: Optional[str]) -> str:
   """manager.save(checkpoint_number), warning first when the free space looks too small for
-  `needed` bytes; on a failure, the half-written checkpoint is removed and CheckpointSaveError
-  says what happened (the path, the size needed, the free space). The manager's earlier
-  checkpoints stay as they were."""
+  `needed` bytes; on a failure, a half-written checkpoint is removed and CheckpointSaveError
+  says what happened (the path, the size needed, the free space, and `previous`, the last
+  checkpoint written, which stays as it was). A checkpoint whose files were all written before
+  the failure (e.g. in the manager's bookkeeping after them) is kept."""
   directory = manager.directory
   prefix = os.path.join(directory, f"ckpt-{checkpoint_number}")
   free = free_bytes(directory)
@@ -145,8 +147,12 @@ def save(manager: tf.train.CheckpointManager, checkpoint_number: int, needed: in
     return manager.save(checkpoint_number=checkpoint_number)
   except (tf.errors.OpError, OSError) as e:
     # The saver writes under PREFIX_temp/ and merges into PREFIX.index and PREFIX.data-*: remove
-    # whatever of them exists (never an earlier checkpoint's files).
-    for path in tf.io.gfile.glob(prefix + "_temp*") + tf.io.gfile.glob(prefix + ".*"):
+    # whatever of them exists (never an earlier checkpoint's files), unless they are complete.
+    complete = checkpoint_problem(prefix) is None
+    leftovers = tf.io.gfile.glob(prefix + "_temp*")
+    if not complete:
+      leftovers += tf.io.gfile.glob(prefix + ".*")
+    for path in leftovers:
       try:
         if tf.io.gfile.isdir(path):
           tf.io.gfile.rmtree(path)
@@ -157,11 +163,14 @@ def save(manager: tf.train.CheckpointManager, checkpoint_number: int, needed: in
     free = free_bytes(directory)
     space = (f"{_mib(free)} are free there" if free is not None
              else "the free space there is unknown")
-    latest = manager.latest_checkpoint
-    kept = (f"The last checkpoint, {latest}, is intact: free some space and rerun the same "
-            "command, and training resumes from it." if latest else
+    # What a rerun resumes from: the checkpoint the state file names, if its files exist.
+    last = tf.train.latest_checkpoint(directory) or previous
+    kept = (f"The last checkpoint, {last}, is intact: free some space and rerun the same "
+            "command, and training resumes from it." if last else
             "No earlier checkpoint was written: free some space and rerun the same command.")
     reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
+    done = ("its files were written, the failure came after them" if complete
+            else "the partial files were removed")
     raise CheckpointSaveError(
         f"Saving checkpoint {prefix} failed: {reason.strip().splitlines()[0]}. It needs about "
-        f"{_mib(needed)}, and {space}; the partial files were removed. {kept}") from e
+        f"{_mib(needed)}, and {space}; {done}. {kept}") from e

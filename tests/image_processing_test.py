@@ -114,6 +114,17 @@ class HugeImageTest(tf.test.TestCase):
     self.assertAllEqual(process(encoded), image_processing.preprocess_image(
         decoded, config, is_training=False))
 
+  def test_a_jpeg_over_the_pixel_limit_is_decoded_smaller_not_refused(self):
+    # A panorama whose short side asks for full scale: here 200x150 under a 10,000-pixel limit.
+    encoded = self._jpeg(150, 200)
+    with mock.patch.object(image_processing, "MAX_DECODED_PIXELS", 10_000):
+      decoded = image_processing.decode_jpeg(encoded, (80, 80))
+      self.assertEqual(decoded.shape, (75, 100, 3))  # 1/2: 7,500 pixels.
+      self.assertEqual(image_processing.decode_jpeg(encoded).shape, (75, 100, 3))
+      self.assertEqual(image_processing.check_decodes(encoded).shape, (19, 25, 3))  # 1/8.
+    self.assertAllEqual(decoded, tf.image.convert_image_dtype(
+        tf.io.decode_jpeg(encoded, channels=3, ratio=2), tf.float32))
+
   def test_over_the_pixel_limit_is_refused_with_its_size(self):
     header = tf.constant(_png_header(30000, 20000))
     for decode in (image_processing.decode_jpeg,

@@ -105,6 +105,17 @@ class LeaseTest(tf.test.TestCase):
       self.assertEqual(_read_lease(self.train_dir), theirs)  # Not removed: not ours.
 
 
+  def test_check_before_a_save_reads_the_lease_itself(self):
+    # A process paused past STALE_SECONDS resumes and saves before its heartbeat runs again.
+    held = lease.Lease(self.train_dir).acquire()
+    theirs = _write_lease(self.train_dir, "gpu-node-7", 4242)
+    self.assertFalse(held.lost.is_set())
+    with self.assertRaisesRegex(lease.LeaseError, "was taken by the trainer on host gpu-node-7"):
+      held.check()
+    held.release()
+    self.assertEqual(_read_lease(self.train_dir), theirs)
+
+
 class TrainerLeaseTest(tf.test.TestCase):
 
   def test_trainer_refuses_a_held_train_dir_and_releases_its_own(self):

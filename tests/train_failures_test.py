@@ -258,6 +258,25 @@ class DiskFullTest(tf.test.TestCase):
     result = self._train(4)
     self.assertEqual((result.start_step, result.global_step), (2, 4))
 
+  def test_a_failure_after_the_files_are_written_keeps_them(self):
+    # E.g. the manager's bookkeeping (its state file, deleting old checkpoints) fails after the
+    # checkpoint's files are complete: they are kept, and a rerun resumes from them.
+    real_save = tf.train.CheckpointManager.save
+
+    def written_then_fails(manager, checkpoint_number=None, **kwargs):
+      path = real_save(manager, checkpoint_number=checkpoint_number, **kwargs)
+      if checkpoint_number == 4:
+        raise OSError(28, "No space left on device", os.path.join(manager.directory, "checkpoint"))
+      return path
+
+    with self.assertRaises(checkpoint_files.CheckpointSaveError) as raised:
+      self._train(4, written_then_fails)
+    self.assertIn("its files were written, the failure came after them. The last checkpoint, "
+                  f"{self.train_dir}/ckpt-4, is intact", str(raised.exception))
+    self.assertEqual(tf.train.latest_checkpoint(self.train_dir),
+                     os.path.join(self.train_dir, "ckpt-4"))
+    self.assertIsNone(checkpoint_files.checkpoint_problem(os.path.join(self.train_dir, "ckpt-4")))
+
   def test_little_free_space_is_warned_about_before_a_save(self):
     with mock.patch.object(checkpoint_files, "free_bytes", return_value=3 * 2**20), \
          self.assertLogs(level="WARNING") as logs:

@@ -190,9 +190,9 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
   if is_training:
     # Shuffle serialized records (cheap to hold) before decoding, as the original's queue did.
     dataset = dataset.shuffle(config.input.shuffle_buffer_size, seed=seed)
-  dataset = dataset.map(lambda f, i, s: _parse_and_split(f, i, s, config, features,
-                                                         concept_table),
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  dataset = _map_records(
+      dataset, lambda f, i, s: _parse_and_split(f, i, s, config, features, concept_table),
+      skip_errors=skip_bad_images, deterministic=True)
   # Records need at least <S> and one more token to give one training target.
   dataset = dataset.filter(lambda e: tf.size(e["input_seqs"]) > 0)
   if config.input.max_caption_tokens:
@@ -221,20 +221,28 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
       element.pop("record_index")
     return element
 
-  deterministic = not is_training or seed is not None
-  if skip_bad_images:
-    # Each record decoded in a dataset of its own, whose errors are ignored: a record whose
-    # image does not decode is dropped, but a read error of the files (a corrupt shard) still
-    # stops the iteration, to be named (ignore_errors on the whole pipeline would swallow it).
-    dataset = dataset.interleave(
-        lambda e: tf.data.Dataset.from_tensors(e).map(decode).ignore_errors(log_warning=True),
-        cycle_length=8, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic)
-  else:
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=deterministic)
+  dataset = _map_records(dataset, decode, skip_errors=skip_bad_images,
+                         deterministic=not is_training or seed is not None)
   dataset = dataset.padded_batch(per_replica_batch, drop_remainder=is_training)
   return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _map_records(dataset: tf.data.Dataset, fn, skip_errors: bool,
+                 deterministic: bool) -> tf.data.Dataset:
+  """dataset.map(fn) in parallel; with `skip_errors`, a record whose `fn` fails (an image that
+  does not decode, a record that does not parse) is dropped with a warning. Each record then
+  goes through `fn` in a dataset of its own whose errors are ignored, so that a read error of
+  the files upstream (a corrupt shard) still stops the iteration, to be named: ignore_errors on
+  the whole pipeline would swallow it, and with it the rest of the shard."""
+  if not skip_errors:
+    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+
+  def alone(*element):
+    single = tf.data.Dataset.from_tensors(element if len(element) > 1 else element[0])
+    return single.map(fn).ignore_errors(log_warning=True)
+
+  return dataset.interleave(alone, cycle_length=tf.data.AUTOTUNE, block_length=1,
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
 
 def _training_view(views: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

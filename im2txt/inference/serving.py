@@ -69,7 +69,8 @@ def decode_valid(jpegs: tf.Tensor, model_config: configuration.ModelConfig,
   count = tf.shape(jpegs)[0]
   decoded = tf.data.Dataset.from_tensor_slices((tf.range(count), jpegs)).map(
       lambda index, jpeg: (index, image_processing.process_image(jpeg, model_config,
-                                                                 is_training=False)))
+                                                                 is_training=False)),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   decoded = decoded.ignore_errors().batch(tf.cast(tf.maximum(count, 1), tf.int64))
   # With no decodable string the batch is missing: this empty one stands in.
   none = tf.data.Dataset.from_tensors((tf.zeros([0], tf.int32),

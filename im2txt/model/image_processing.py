@@ -64,7 +64,7 @@ def distort_image(image: tf.Tensor, seed=None) -> tf.Tensor:
 DCT_SCALE_MARGIN = 4
 # Images that would decode to more pixels than this are refused before decoding (PIL's
 # decompression-bomb limit; ~1.3 GB as uint8 and float32): PNG and GIF, which have no reduced
-# scale. A JPEG at 1/8 stays below it (at most 65535^2 / 64 pixels).
+# scale. A JPEG is decoded at the scale that keeps it below (at 1/8, at most 65535^2 / 64).
 MAX_DECODED_PIXELS = 89_478_485
 _DCT_RATIOS = (1, 2, 4, 8)
 
@@ -111,18 +111,29 @@ def decode_jpeg(encoded_image: tf.Tensor, resize_to=None) -> tf.Tensor:
   """JPEG bytes (or PNG, GIF) -> float32 [H, W, 3] in [0, 1] (grayscale expanded to RGB).
 
   With `resize_to` (height, width), the size the image will be resized to, a JPEG of more than
-  DCT_SCALE_MARGIN times that size is decoded at reduced scale. An image that would decode to
-  more than MAX_DECODED_PIXELS pixels is an InvalidArgumentError saying so, raised before any
-  memory is taken for it.
+  DCT_SCALE_MARGIN times that size is decoded at reduced scale; any JPEG that would decode to
+  more than MAX_DECODED_PIXELS pixels is decoded at the scale that fits (1/8 always does). Any
+  other image above it is an InvalidArgumentError saying so, raised before any memory is taken
+  for it.
   """
   size = image_size(encoded_image)
   index = tf.constant(0)
+  is_jpeg = tf.strings.substr(encoded_image, 0, 3) == b"\xff\xd8\xff"
+
+  def pixels(ratio):
+    decoded = (size + ratio - 1) // ratio
+    return decoded[0] * decoded[1]
+
   if resize_to is not None:
     scale = tf.minimum(tf.cast(size[0], tf.float64) / resize_to[0],
                        tf.cast(size[1], tf.float64) / resize_to[1])
-    is_jpeg = tf.strings.substr(encoded_image, 0, 3) == b"\xff\xd8\xff"
     for k, ratio in enumerate(_DCT_RATIOS[1:], 1):
       index = tf.where(is_jpeg & (scale >= ratio * DCT_SCALE_MARGIN), k, index)
+  # A JPEG too large at that scale (a long panorama, whose short side set it) is decoded smaller
+  # still, down to 1/8, rather than refused.
+  for k in range(1, len(_DCT_RATIOS)):
+    too_big = pixels(tf.constant(_DCT_RATIOS[k - 1], tf.int64)) > MAX_DECODED_PIXELS
+    index = tf.where(is_jpeg & too_big, tf.maximum(index, k), index)
   ratio = tf.gather(tf.constant(_DCT_RATIOS, tf.int64), index)
   decoded = (size + ratio - 1) // ratio
   too_big = tf.debugging.Assert(decoded[0] * decoded[1] <= MAX_DECODED_PIXELS, [tf.strings.format(

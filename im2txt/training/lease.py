@@ -40,14 +40,18 @@ class LeaseError(ValueError):
 
 
 def _read(path: str) -> Optional[Dict[str, Any]]:
+  """The lease at `path`; None if there is none; {} if its contents are not a lease (stale).
+  A storage error (e.g. a transient one of an object store) is raised."""
   try:
     with tf.io.gfile.GFile(path, "r") as f:
-      lease = json.loads(f.read())
-    return lease if isinstance(lease, dict) else {}
+      text = f.read()
   except tf.errors.NotFoundError:
     return None
-  except (tf.errors.OpError, ValueError):
-    return {}  # Unreadable: treated as stale (nothing in it can be trusted to be alive).
+  try:
+    lease = json.loads(text)
+  except ValueError:
+    return {}  # Cut short or garbled: nothing in it can be trusted to be alive.
+  return lease if isinstance(lease, dict) else {}
 
 
 def _process_alive(pid: int) -> bool:
@@ -105,7 +109,10 @@ class Lease:
   def acquire(self) -> "Lease":
     """Takes the lease or raises LeaseError naming its holder; starts the heartbeat."""
     now = time.time()
-    held = _read(self.path)
+    try:
+      held = _read(self.path)
+    except tf.errors.OpError as e:
+      raise LeaseError(f"Cannot read the train_dir's lease {self.path}: {e.message}") from e
     if held is not None:
       reason = stale_reason(held, now, self.host)
       if reason is None:
@@ -117,9 +124,12 @@ class Lease:
       if reason != "it is this process's own":
         logging.warning("Taking over the stale lease of %s on %s: %s", _describe(held, now),
                         os.path.dirname(self.path), reason)
-    self._write()
-    time.sleep(SETTLE_SECONDS)
-    self._check_still_ours()
+    try:
+      self._write()
+      time.sleep(SETTLE_SECONDS)
+      self._check_still_ours()
+    except tf.errors.OpError as e:
+      raise LeaseError(f"Cannot write the train_dir's lease {self.path}: {e.message}") from e
     self._thread = threading.Thread(target=self._heartbeat, name="train_dir-lease", daemon=True)
     self._thread.start()
     return self
@@ -144,18 +154,21 @@ class Lease:
         logging.warning("Could not renew the lease %s: %s", self.path, e)
 
   def check(self) -> None:
-    """Raises LeaseError if another trainer took the lease (checked by the heartbeat)."""
-    if self.lost.is_set():
-      self._check_still_ours()  # Raises with the new holder's name.
+    """Raises LeaseError if another trainer took the lease: read now (a process paused for
+    longer than STALE_SECONDS must not save before its heartbeat notices)."""
+    try:
+      self._check_still_ours()
+    except tf.errors.OpError as e:  # Cannot tell now: the heartbeat keeps checking.
+      logging.warning("Could not read the lease %s before a save: %s", self.path, e.message)
 
   def release(self) -> None:
     """Stops the heartbeat and removes the lease file if it is still this trainer's."""
     self._stop.set()
     if self._thread is not None:
       self._thread.join()
-    held = _read(self.path)
-    if held and held.get("token") == self.token:
-      try:
+    try:
+      held = _read(self.path)
+      if held and held.get("token") == self.token:
         tf.io.gfile.remove(self.path)
-      except tf.errors.OpError as e:
-        logging.warning("Could not remove the lease %s: %s", self.path, e)
+    except tf.errors.OpError as e:  # Then it goes stale and is taken over.
+      logging.warning("Could not remove the lease %s: %s", self.path, e)

@@ -257,13 +257,13 @@ def _restore(model, step, optimizer, options: train_options.TrainOptions) -> Opt
     status.assert_existing_objects_matched().expect_partial()
     if _optimizer_state_matches(optimizer, latest):
       tf.train.Checkpoint(optimizer=optimizer).restore(latest).expect_partial()
+    else:
+      # E.g. phase 2 with Adam after phase 1 with SGD: Adam starts afresh (iteration 0, so its
+      # bias correction holds the first steps to the learning rate), not at SGD's count.
+      logging.info("%s holds no Adam state (an earlier phase used SGD): Adam starts afresh",
+                   latest)
   except checkpoint_files.READ_ERRORS as e:
     raise checkpoint_files.corrupt_checkpoint_error(latest, e, for_trainer=True) from e
-  else:
-    # E.g. phase 2 with Adam after phase 1 with SGD: Adam starts afresh (iteration 0, so its
-    # bias correction holds the first steps to the learning rate), not at SGD's iteration count.
-    logging.info("%s holds no Adam state (an earlier phase used SGD): Adam starts afresh",
-                 latest)
   logging.info("Restored %s: global step %d", latest, int(step.numpy()))
   if options.inception_checkpoint_file:
     logging.info("--inception_checkpoint_file ignored: %s already has a checkpoint",

@@ -409,7 +409,8 @@ def _train_held(strategy, config: configuration.Config, options: TrainOptions,
       held.check()  # Another trainer took train_dir over: do not write over its checkpoints.
     needed = checkpoint_files.checkpoint_bytes(
         result.last_checkpoint, model.variables + state.optimizer.variables())
-    result.last_checkpoint = checkpoint_files.save(state.manager, int(step.numpy()), needed)
+    result.last_checkpoint = checkpoint_files.save(state.manager, int(step.numpy()), needed,
+                                                   result.last_checkpoint)
     return time.time()
 
   def run_loop(n: int, want_save: bool, want_stop: bool):
