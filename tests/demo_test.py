@@ -41,7 +41,9 @@ class DemoTest(unittest.TestCase):
           concept_steps=int(os.environ.get("DEMO_TEST_CONCEPT_STEPS", 1300)),
           phase1_steps=int(os.environ.get("DEMO_TEST_PHASE1_STEPS", 600)),
           phase2_steps=int(os.environ.get("DEMO_TEST_PHASE2_STEPS", 0)),
-          eval_num_examples=200, eval_caption_images=60, show_captions=5)
+          eval_num_examples=200, eval_caption_images=60, show_captions=5,
+          # Two phase-1 checkpoints for the evaluator (1,800 and the last, 1,900), not four.
+          checkpoint_every=600)
       console_file = os.path.join(out, "console.txt")
       with console_output.stderr_to(console_file, stdout=True):
         result = run_demo.run_demo(options)
