@@ -256,9 +256,10 @@ def _run_steps(options: DemoOptions, out: str, logs: str) -> DemoResult:
   config.training.max_checkpoints_to_keep = options.keep_checkpoints
   if options.concept_steps:
     # The small preset's concept head, which the pretraining trains; its probabilities are
-    # given to the LSTM at the start (LSTM-A), and phase 1 leaves it as it is (weight 0: with
-    # weight 1, phase 1's SGD at 2.0 blew its logits up, concepts/loss 44 after 600 steps).
-    config.model = dataclasses.replace(config.model, concept_targets=options.concept_targets)
+    # given to the LSTM at the start (LSTM-A), and phase 1 leaves it as it is (weight 0, the
+    # recipe measured below).
+    config.model = dataclasses.replace(config.model, concept_loss_weight=0.0,
+                                       concept_targets=options.concept_targets)
   else:
     # The recipe before concept pretraining (bench_demo_curve): the original's decoder.
     config.model = configuration.without_concept_head(config.model)

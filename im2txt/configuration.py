@@ -60,7 +60,8 @@ class ModelConfig:
   num_concepts: int = 0
   # Weight of the head's multi-label loss (summed over concepts, averaged over images) beside
   # the caption loss; 0 leaves the head as it is (e.g. as `train --objective=concepts`, which
-  # trains it on that loss alone, left it).
+  # trains it on that loss alone, left it). Above 0 the head is updated by an optimizer of its
+  # own, the concept pretraining's (train_state.needs_concept_optimizer).
   concept_loss_weight: float = 0.0
   # How the predicted concept probabilities reach the LSTM (Yao et al.'s LSTM-A): "none", "start"
   # (projected and added to the image embedding, the LSTM's first input) or "every_step"
@@ -220,15 +221,12 @@ def small_config() -> Config:
           # 55-75% right shape, the decoder at chance without the concept probabilities at its
           # first input, 45% with them). 32 outputs hold the sample dataset's 20 concepts; a
           # bigger concepts.txt is an error asking for more. "caption" targets: 53.7% against
-          # 42.3% for "image" (held-out right shape after 1,000 steps). The head learns in the
-          # concept pretraining (train --objective=concepts, Adam), as the demo runs it; the
-          # caption phases leave it as it is (weight 0): phase 1's SGD at 2.0 blows its logits
-          # up, on random and on pretrained features alike (measured from random, 4,000 sample
-          # images: concept loss 111 at step 10 and 180 at 400 with weight 1, 88 at step 10
-          # with 0.1; clipped together with the caption loss's, its gradient also slowed the
-          # captions: batch loss 3.06 against 2.11 at step 100).
+          # 42.3% for "image" (held-out right shape after 1,000 steps). Its loss is added with
+          # weight 1 in both phases, the head updated by its own optimizer (Adam at phase 2's
+          # rate; train_state.needs_concept_optimizer). The demo pretrains it on its loss alone
+          # (train --objective=concepts) and then leaves it as it is (weight 0).
           num_concepts=32,
-          concept_loss_weight=0.0,
+          concept_loss_weight=1.0,
           concept_input="start",
           concept_targets="caption",
       ),

@@ -205,6 +205,40 @@ class TrainTest(tf.test.TestCase):
     curve = scalars["losses/concept_loss"]
     self.assertLess(curve[max(curve)], curve[min(curve)] / 2)
 
+  def test_head_has_its_own_optimizer_under_phase_1s_sgd_and_resumes_it(self):
+    # The original's phase 1 (SGD at 2.0, clipping at 5) with the concept loss at weight 1: the
+    # head learns with its own Adam (train_inception_learning_rate), its gradient clipped apart.
+    data = os.path.join(self.tmp, "own_optimizer")
+    _write_records(data, self.examples, [[i] for i in range(4)])
+    self._write_vocabulary(data)
+    config = _concept_config(num_concepts=4, concept_input="start", batch_size=4,
+                             train_inception_learning_rate=0.001)
+    config.model.distort_colors = False
+    self.assertEqual((config.training.optimizer, config.training.initial_learning_rate),
+                     ("SGD", 2.0))
+
+    def train(train_dir, steps):
+      options = trainer.TrainOptions(input_file_pattern=os.path.join(data, "train-*"),
+                                     train_dir=train_dir, number_of_steps=steps,
+                                     inception_checkpoint_file="random", seed=2)
+      return trainer.train(config, options)
+
+    straight = os.path.join(data, "straight")
+    train(straight, 40)
+    curve = td.read_scalars(straight)["losses/concept_loss"]
+    self.assertLess(curve[max(curve)], curve[min(curve)] / 2)
+    names = [name for name, _ in tf.train.list_variables(tf.train.latest_checkpoint(straight))]
+    self.assertTrue(any(n.startswith("concept_optimizer/") for n in names))
+    # Interrupted at step 20 and resumed: the head's optimizer goes on from its state (its
+    # iteration count 40 at step 40, not 20; its moments restored).
+    resumed = os.path.join(data, "resumed")
+    train(resumed, 20)
+    self.assertEqual(train(resumed, 40).start_step, 20)
+    iterations = "concept_optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE"
+    self.assertIn(iterations, names)
+    self.assertEqual(tf.train.load_variable(resumed, iterations), 40)
+    self.assertEqual(tf.train.load_variable(straight, iterations), 40)
+
   def test_records_without_concept_ids_use_their_captions(self):
     data = os.path.join(self.tmp, "without_ids")
     _write_records(data, self.examples)

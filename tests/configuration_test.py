@@ -50,10 +50,9 @@ class ConfigurationTest(unittest.TestCase):
                      (1.0, 1.0))
     self.assertEqual((c.training.optimizer, c.training.train_inception_optimizer),
                      ("SGD", "Adam"))
-    # The concept head is on, its probabilities fed to the LSTM's first input (LSTM-A); it
-    # learns in the concept pretraining (--objective=concepts) only.
+    # The concept head is on, its probabilities fed to the LSTM's first input (LSTM-A).
     self.assertEqual((c.model.num_concepts, c.model.concept_loss_weight, c.model.concept_input,
-                      c.model.concept_targets), (32, 0.0, "start", "caption"))
+                      c.model.concept_targets), (32, 1.0, "start", "caption"))
 
   def test_without_concept_head_is_the_default_presets_decoder(self):
     default = configuration.default_config().model

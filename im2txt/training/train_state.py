@@ -50,6 +50,21 @@ class TrainState:
   checkpoint: tf.train.Checkpoint
   manager: tf.train.CheckpointManager
   restored: Optional[str]  # The checkpoint this run started from (None: a fresh run).
+  # The concept head's own optimizer when its loss is added to the caption loss (see
+  # concept_optimizer); None otherwise.
+  concept_optimizer: Optional[tf.keras.optimizers.legacy.Optimizer] = None
+
+
+def needs_concept_optimizer(config: configuration.Config, options: train_options.TrainOptions
+                            ) -> bool:
+  """Whether the concept head learns beside the captions (concept_loss_weight > 0), with an
+  optimizer of its own: the concept pretraining's (training.train_inception_optimizer at
+  train_inception_learning_rate), in either phase. The phase's optimizer does not suit it:
+  phase 1's SGD at the original's 2.0 blows its logits up (measured on the sample: concept loss
+  111 after 10 steps, 180 after 400), and clipped with the caption gradient its large gradient
+  slowed the captions. Not with fp16 loss scaling, whose optimizer then updates it."""
+  return (bool(config.model.num_concepts) and config.model.concept_loss_weight > 0
+          and options.objective == "cross_entropy" and options.mixed_precision != "fp16")
 
 
 def config_source(train_dir: str) -> str:
@@ -212,15 +227,22 @@ def build(strategy: tf.distribute.Strategy, config: configuration.Config,
                                             optimization.GlobalStepSchedule(lr_fn, step))
     if options.mixed_precision == "fp16":
       optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
-    checkpoint = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer)
+    concept_optimizer = None
+    tracked = dict(step=step, model=model, optimizer=optimizer)
+    if needs_concept_optimizer(config, options):
+      concept_optimizer = optimization.make_optimizer(
+          config.training, True, config.training.train_inception_learning_rate)
+      tracked["concept_optimizer"] = concept_optimizer
+    checkpoint = tf.train.Checkpoint(**tracked)
     manager = tf.train.CheckpointManager(
         checkpoint, checkpoint_dir, max_to_keep=config.training.max_checkpoints_to_keep)
-    restored = _restore(model, step, optimizer, options)
+    restored = _restore(model, step, optimizer, options, concept_optimizer)
     if restored is None:
       _initialise_inception(model, config, options, global_batch, features)
     if features is not None:
       feature_cache.check_model(model, features)
-  return TrainState(model, step, lr_fn, optimizer, checkpoint, manager, restored)
+  return TrainState(model, step, lr_fn, optimizer, checkpoint, manager, restored,
+                    concept_optimizer)
 
 
 def _initialise_inception(model, config, options: train_options.TrainOptions, global_batch: int,
@@ -245,7 +267,8 @@ def _initialise_inception(model, config, options: train_options.TrainOptions, gl
                   options.inception_checkpoint_file or "<none>", images.shape[0])
 
 
-def _restore(model, step, optimizer, options: train_options.TrainOptions) -> Optional[str]:
+def _restore(model, step, optimizer, options: train_options.TrainOptions,
+             concept_optimizer=None) -> Optional[str]:
   """Restores train_dir's last checkpoint and returns its path; None when there is none."""
   latest = tf.train.latest_checkpoint(options.train_dir)
   if not latest:
@@ -262,6 +285,9 @@ def _restore(model, step, optimizer, options: train_options.TrainOptions) -> Opt
       # bias correction holds the first steps to the learning rate), not at SGD's count.
       logging.info("%s holds no Adam state (an earlier phase used SGD): Adam starts afresh",
                    latest)
+    if concept_optimizer is not None:
+      # Its state, when an earlier run of the same kind saved one (else it starts afresh).
+      tf.train.Checkpoint(concept_optimizer=concept_optimizer).restore(latest).expect_partial()
   except checkpoint_files.READ_ERRORS as e:
     raise checkpoint_files.corrupt_checkpoint_error(latest, e, for_trainer=True) from e
   logging.info("Restored %s: global step %d", latest, int(step.numpy()))

@@ -174,6 +174,11 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
   head = set(id(v) for v in model.concept_head.trainable_variables) if (
       model.concept_head is not None and not concept_weight) else set()
   caption_variables = [v for v in model.trainable_variables if id(v) not in head]
+  # With concept_loss_weight > 0, the head's variables have their own optimizer (see
+  # train_state.needs_concept_optimizer) and their gradient is clipped on its own.
+  concept_optimizer = state.concept_optimizer
+  own = set(id(v) for v in model.concept_head.trainable_variables) if (
+      concept_optimizer is not None and not concepts_only) else set()
 
   def objective_losses(batch, model_inputs, num_tokens):
     """([the objective's loss, the concept loss if added], the total to minimise without L2),
@@ -211,9 +216,17 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
       grads = optimizer.get_unscaled_gradients(grads)
     grads = context.all_reduce(_SUM, grads)
     grad_norm = tf.linalg.global_norm(grads)
-    if clip > 0:
-      grads, _ = tf.clip_by_global_norm(grads, clip, use_norm=grad_norm)
-    optimizer.apply_gradients(zip(grads, variables), experimental_aggregate_gradients=False)
+    groups = [(optimizer, [(g, v) for g, v in zip(grads, variables) if id(v) not in own])]
+    if own:
+      groups.append((concept_optimizer,
+                     [(g, v) for g, v in zip(grads, variables) if id(v) in own]))
+    for group_optimizer, pairs in groups:
+      group_grads = [g for g, _ in pairs]
+      if clip > 0:
+        group_grads, _ = tf.clip_by_global_norm(
+            group_grads, clip, use_norm=grad_norm if not own else None)
+      group_optimizer.apply_gradients(zip(group_grads, [v for _, v in pairs]),
+                                      experimental_aggregate_gradients=False)
     return tf.stack(losses + [total_loss]), tf.concat([[grad_norm], totals[1:]], 0)
 
   def run_step(batch, votes):
@@ -408,7 +421,8 @@ def _train_held(strategy, config: configuration.Config, options: TrainOptions,
     if held is not None:
       held.check()  # Another trainer took train_dir over: do not write over its checkpoints.
     needed = checkpoint_files.checkpoint_bytes(
-        result.last_checkpoint, model.variables + state.optimizer.variables())
+        result.last_checkpoint, model.variables + state.optimizer.variables() + (
+            state.concept_optimizer.variables() if state.concept_optimizer else []))
     result.last_checkpoint = checkpoint_files.save(state.manager, int(step.numpy()), needed,
                                                    result.last_checkpoint)
     return time.time()
