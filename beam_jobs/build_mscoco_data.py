@@ -14,7 +14,9 @@ COCO evaluation splits, or Flickr8k/30k):
   ... --karpathy_split_file=dataset_coco.json --image_dir=$COCO --output_dir=$OUT
 
 Beyond the original: concepts.txt beside word_counts.txt, and in every record its image's
-concept ids (im2txt/concepts.py); --num_concepts=0 writes exactly the original's records.
+concept ids (im2txt/concepts.py); --num_concepts=0 writes exactly the original's records. And
+{split}_references.json: each image's captions together (im2txt/references.py), which
+self-critical training scores its samples against.
 
 Any other flag is a Beam pipeline option (--runner, --direct_num_workers, --project, ...).
 Without runner options the job runs on the DirectRunner in multi-processing mode on all cores.
@@ -45,6 +47,7 @@ from beam_jobs import caption_metadata
 from beam_jobs import shard_writer
 from beam_jobs.build_report import Tally
 from im2txt import concepts
+from im2txt import references
 from im2txt import vocabulary
 
 # The job's temp directory inside output_dir: shard plans, per-shard reports, partial shards.
@@ -175,6 +178,15 @@ def _write_concepts(concepts_file: str, word_counts, num_concepts: int):
   return concepts.ConceptVocabulary([word for word, _ in selected], source=concepts_file)
 
 
+def _write_references(output_dir: str, split: str, images) -> None:
+  """{split}_references.json: each image's captions (tokens without <S> and </S>)."""
+  path = os.path.join(output_dir, references.references_filename(split))
+  references.write_references(path, split, {
+      image.image_id: [" ".join(line.split(" ")[1:-1]) for line in image.token_lines]
+      for image in images})
+  _LOGGER.info("Wrote the references of %d %s images to %s", len(images), split, path)
+
+
 def run(argv: Optional[List[str]] = None) -> build_report.BuildSummary:
   """Runs the whole job; returns (and prints) its summary."""
   args, pipeline_args = parse_args(argv)
@@ -195,6 +207,8 @@ def run(argv: Optional[List[str]] = None) -> build_report.BuildSummary:
   vocabulary.write_word_counts(vocab_file, word_counts)
   _LOGGER.info("Wrote vocabulary of %d words to %s", len(word_counts), vocab_file)
   concept_vocab = _write_concepts(concepts_file, word_counts, args.num_concepts)
+  for split in build_report.SPLITS:
+    _write_references(output_dir, split, splits[split])
 
   tmp_dir = os.path.join(output_dir, TMP_DIRNAME)
   _recreate_dir(tmp_dir)

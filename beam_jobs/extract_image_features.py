@@ -36,6 +36,7 @@ from beam_jobs import image_features
 from im2txt import concepts
 from im2txt import configuration
 from im2txt import file_io
+from im2txt import references
 from im2txt.data import feature_cache
 from im2txt.training import train_state
 
@@ -131,8 +132,12 @@ def _pending(shards, output_dir: str, info: dict):
 def _copy_vocabulary(input_shard: str, output_dir: str) -> None:
   """word_counts.txt travels with the shards: the trainer checks the records' ids against it
   (the one beside `input_shard`, the input's first shard). So does concepts.txt, when there is
-  one: the records' image/concept_ids are its line numbers."""
-  for name in (train_state.VOCAB_FILENAME, concepts.CONCEPTS_FILENAME):
+  one: the records' image/concept_ids are its line numbers. And the split's references file."""
+  names = [train_state.VOCAB_FILENAME, concepts.CONCEPTS_FILENAME]
+  split_references = references.beside_shards(input_shard)
+  if split_references:  # Self-critical training reads them (im2txt/references.py).
+    names.append(os.path.basename(split_references))
+  for name in names:
     source = os.path.join(os.path.dirname(input_shard), name)
     if tf.io.gfile.exists(source):
       with tf.io.gfile.GFile(source, "rb") as f:

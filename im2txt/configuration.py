@@ -117,6 +117,11 @@ class TrainingConfig:
   train_inception_optimizer: str = "SGD"
   # Constant learning rate of phase 2.
   train_inception_learning_rate: float = 0.0005
+  # Phase 3, self-critical training (train --objective=scst; im2txt/training/self_critical.py):
+  # its optimizer and constant learning rate, self-critical.pytorch's for its FC model (Adam at
+  # 5e-5, configs/fc_rl.yml).
+  scst_optimizer: str = "Adam"
+  scst_learning_rate: float = 0.00005
   # Gradients are clipped to this global norm (0 disables clipping).
   clip_gradients: float = 5.0
   # L2 weight decay on Inception's weights in phase 2 (slim's inception_v3 arg scope).

@@ -1,4 +1,5 @@
-r"""Trains the Show and Tell model (phase 1, then phase 2 with --train_inception).
+r"""Trains the Show and Tell model (phase 1, phase 2 with --train_inception, phase 3 with
+--objective=scst).
 
   bazel run //im2txt:train -- \
     --input_file_pattern="${DATA}/train-?????-of-00256" \
@@ -7,6 +8,9 @@ r"""Trains the Show and Tell model (phase 1, then phase 2 with --train_inception
   # then, on the same train_dir:
   bazel run //im2txt:train -- --input_file_pattern=... --train_dir="${MODEL}/train" \
     --train_inception=true --number_of_steps=3000000
+  # and self-critical training on the captions' CIDEr-D (phase 3; see README):
+  bazel run //im2txt:train -- --input_file_pattern=... --train_dir="${MODEL}/train" \
+    --objective=scst --number_of_steps=...
 
 The configuration is --config_file if given, else train_dir/config.json from an earlier run
 (a restart or phase 2 keeps the configuration it was started with), else --preset.
@@ -36,7 +40,16 @@ flags.DEFINE_boolean("train_inception", False, "Whether to train the Inception s
 flags.DEFINE_enum("objective", "cross_entropy", list(train_options.OBJECTIVES),
                   "cross_entropy: the captions' next-word loss (plus the concept head's loss "
                   "when the model has one); concepts: the concept head's loss alone, a "
-                  "pretraining of Inception (with --train_inception) from the captions' words.")
+                  "pretraining of Inception (with --train_inception) from the captions' words; "
+                  "scst: phase 3, self-critical sequence training on the CIDEr-D of sampled "
+                  "captions, continuing the train_dir's cross-entropy checkpoint.")
+flags.DEFINE_integer("scst_samples", 5, "--objective=scst: captions sampled per image.")
+flags.DEFINE_enum("scst_baseline", "mean", ["mean", "greedy"],
+                  "--objective=scst: the reward's baseline, the mean reward of the image's other "
+                  "samples (Luo 2020) or the greedy caption's reward (Rennie et al. 2017).")
+flags.DEFINE_string("references_file", "",
+                    "--objective=scst: the training split's references (build_mscoco_data's "
+                    "{split}_references.json); default: the one beside the input shards.")
 flags.DEFINE_integer("number_of_steps", 1000000, "Global step at which training stops.")
 flags.DEFINE_integer("log_every_n_steps", 1, "Frequency at which loss and speed are logged.")
 flags.DEFINE_enum("preset", "default", sorted(configuration.PRESETS),
@@ -72,6 +85,9 @@ def main(argv):
       train_dir=FLAGS.train_dir,
       train_inception=FLAGS.train_inception,
       objective=FLAGS.objective,
+      scst_samples=FLAGS.scst_samples,
+      scst_baseline=FLAGS.scst_baseline,
+      references_file=FLAGS.references_file,
       number_of_steps=FLAGS.number_of_steps,
       log_every_n_steps=FLAGS.log_every_n_steps,
       inception_checkpoint_file=FLAGS.inception_checkpoint_file,

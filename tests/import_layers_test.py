@@ -18,7 +18,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("im2txt", "beam_jobs")
 # The shared contracts that stay at im2txt's root: everything else there is a binary.
 CONTRACTS = {"im2txt.checkpoint_files", "im2txt.concepts", "im2txt.configuration",
-             "im2txt.file_io", "im2txt.quiet_start", "im2txt.sequence_example",
+             "im2txt.file_io", "im2txt.quiet_start", "im2txt.references",
+             "im2txt.sequence_example",
              "im2txt.vocabulary"}
 BINARIES = {"im2txt.console", "im2txt.convert_checkpoint", "im2txt.evaluate",
             "im2txt.export_saved_model", "im2txt.run_inference", "im2txt.score_captions",

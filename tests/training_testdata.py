@@ -119,3 +119,19 @@ def inception_values(checkpoint_path: str) -> dict:
   reader = tf.train.load_checkpoint(checkpoint_path)
   return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
           if k.startswith("model/inception/")}
+
+
+def write_scst_files(directory: str, references: Dict[int, List[List[int]]],
+                     num_words: int = 15) -> None:
+  """Beside shards written by write_shards: word_counts.txt (id i is "w{i}", 1 and 2 the <S> and
+  </S> markers) and train_references.json ({image id: [caption ids, ...]} as those words), as
+  build_mscoco_data writes them for self-critical training."""
+  from im2txt import references as references_lib  # pylint: disable=g-import-not-at-top
+  from im2txt import vocabulary  # pylint: disable=g-import-not-at-top
+  words = {START_ID: vocabulary.START_WORD, END_ID: vocabulary.END_WORD}
+  vocabulary.write_word_counts(os.path.join(directory, "word_counts.txt"),
+                               [(words.get(i, f"w{i}"), 1000 - i) for i in range(num_words)])
+  references_lib.write_references(
+      os.path.join(directory, references_lib.references_filename("train")), "train",
+      {image: [" ".join(f"w{t}" for t in caption) for caption in captions]
+       for image, captions in references.items()})

@@ -115,6 +115,33 @@ def concept_id_error(error: tf.errors.OpError, config_source: str) -> Optional[V
       "concepts.txt: set model.num_concepts to at least its number of lines, or rebuild them.")
 
 
+_REFERENCES_MARKER = "im2txt: image id without references"
+_REFERENCES_MESSAGE = re.compile(re.escape(_REFERENCES_MARKER) +
+                                 r"\] \[(?:b')?(.*?)'?\] \[(-?\d+)\] \[(-?\d+)\]")
+
+
+def _references(image_id, filename, index, lookup) -> tf.Tensor:
+  """The references [R, L] of the record's image (see cider_reward.ReferenceLookup), after an
+  assertion that its image has some, naming the record."""
+  row, found = lookup.row(image_id)
+  check = tf.debugging.Assert(found, [_REFERENCES_MARKER, filename, index, image_id],
+                              summarize=1)
+  with tf.control_dependencies([check]):
+    return lookup.references_of(row)
+
+
+def references_error(error: tf.errors.OpError, references_file: str) -> Optional[ValueError]:
+  """A ValueError naming the record whose image the references file lacks."""
+  match = _REFERENCES_MESSAGE.search(error.message or "")
+  if not match:
+    return None
+  filename, index, image_id = match.group(1), int(match.group(2)), int(match.group(3))
+  return ValueError(
+      f"{filename}: record {index} is of image {image_id}, which {references_file} does not "
+      "hold: the references file is of other data (build_mscoco_data writes both together; "
+      "pass the matching --references_file, or rebuild)")
+
+
 def _concept_targets(parsed, caption_ids, filename, index, num_concepts: int,
                      concept_table: Optional[Sequence[int]]) -> tf.Tensor:
   """The record's image/concept_ids as targets [num_concepts]; with a `concept_table` (word id ->
@@ -129,7 +156,7 @@ def _concept_targets(parsed, caption_ids, filename, index, num_concepts: int,
 
 def _parse_and_split(filename, index, serialized, config: configuration.Config,
                      features: Optional[feature_cache.FeatureShape],
-                     concept_table: Optional[Sequence[int]] = None):
+                     concept_table: Optional[Sequence[int]] = None, references=None):
   if features is None:
     parsed = sequence_example.parse_sequence_example(serialized)
     image = {"image_data": parsed["image_data"]}
@@ -142,6 +169,8 @@ def _parse_and_split(filename, index, serialized, config: configuration.Config,
   if config.model.num_concepts:
     image["concept_targets"] = _concept_targets(parsed, caption_ids, filename, index,
                                                 config.model.num_concepts, concept_table)
+  if references is not None:
+    image["references"] = _references(parsed["image_id"], filename, index, references)
   return {
       **image,
       "input_seqs": input_seq,
@@ -159,7 +188,8 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
                  skip_bad_images: bool = False, seed: Optional[int] = None,
                  keep_record_keys: bool = False,
                  features: Union[feature_cache.FeatureShape, None, str] = DETECT,
-                 concept_table: Optional[Sequence[int]] = None) -> tf.data.Dataset:
+                 concept_table: Optional[Sequence[int]] = None,
+                 references=None) -> tf.data.Dataset:
   """Batches of (image, caption) pairs; see the module docstring for their layout.
 
   Training data is shuffled (files and records) and repeats forever; evaluation data is read
@@ -176,6 +206,10 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
   image/concept_ids, or, given a `concept_table` (word id -> concept id or -1, see
   concepts.ConceptVocabulary.word_to_concept_table), from the words of the record's own caption:
   for records written without concept ids, such as the original builder's.
+
+  With `references` (a training.cider_reward.ReferenceLookup; self-critical training), each
+  element also holds `references` int64 [B, R, L]: the CIDEr codes of all its image's reference
+  captions, 0-padded.
   """
   files = file_io.expand_patterns(file_pattern, "--input_file_pattern")
   if features == DETECT:
@@ -191,7 +225,8 @@ def make_dataset(file_pattern: str, config: configuration.Config, is_training: b
     # Shuffle serialized records (cheap to hold) before decoding, as the original's queue did.
     dataset = dataset.shuffle(config.input.shuffle_buffer_size, seed=seed)
   dataset = _map_records(
-      dataset, lambda f, i, s: _parse_and_split(f, i, s, config, features, concept_table),
+      dataset, lambda f, i, s: _parse_and_split(f, i, s, config, features, concept_table,
+                                                references),
       skip_errors=skip_bad_images, deterministic=True)
   # Records need at least <S> and one more token to give one training target.
   dataset = dataset.filter(lambda e: tf.size(e["input_seqs"]) > 0)

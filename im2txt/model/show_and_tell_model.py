@@ -176,6 +176,45 @@ class ShowAndTellModel(tf.keras.Model):
     outputs = self.lstm_output_dropout(outputs, training=training)
     return self.logits_layer(outputs), concept_logits
 
+  def sample_captions(self, inputs, start_ids: tf.Tensor, num_samples: int,
+                      uniforms: tf.Tensor, training: bool = True):
+    """Samples `num_samples` captions per image, word by word, from the model's softmax (for
+    self-critical training), in the same mode as the teacher-forced training pass (dropout and
+    batch norm as in `call`), so the log-probabilities are those of the sampling policy.
+
+    inputs: {"images"} or {"image_features"} of B images; start_ids [B] (<S>); uniforms
+    [B * num_samples, T] in [0, 1): one per sampled word, drawn by the caller (inverse-CDF
+    sampling: the samples are a function of them). Returns (word ids [B * num_samples, T] int32,
+    the samples of image i in rows i * num_samples ...; their log-probabilities [B*S, T] float32,
+    differentiable). Words after a sample's </S> are sampled too: the caller masks them.
+    """
+    if "image_features" in inputs:
+      features = inputs["image_features"]
+    else:
+      features = self.image_features(inputs["images"], training=training)
+    embeddings = self.embed_image_features(features, training=training)
+    concepts = self._concept_inputs(self._concept_logits(features))
+    if concepts is not None:
+      embeddings += concepts
+      concepts = tf.repeat(concepts, num_samples, axis=0)
+    state = self._image_step(tf.repeat(embeddings, num_samples, axis=0), training)
+    words = tf.repeat(tf.cast(start_ids, tf.int32), num_samples, axis=0)
+    ids, log_probs = [], []
+    for t in range(uniforms.shape[1]):
+      inputs_t = self.seq_embedding(words)
+      if self.config.concept_input == "every_step":
+        inputs_t += concepts
+      inputs_t = self.lstm_input_dropout(inputs_t, training=training)
+      output, state = self.lstm_cell(inputs_t, list(state), training=training)
+      output = self.lstm_output_dropout(output, training=training)
+      step_log_probs = tf.nn.log_softmax(tf.cast(self.logits_layer(output), tf.float32))
+      cdf = tf.cumsum(tf.exp(tf.stop_gradient(step_log_probs)), axis=-1)
+      words = tf.reduce_sum(tf.cast(cdf < uniforms[:, t:t + 1] * cdf[:, -1:], tf.int32), -1)
+      words = tf.minimum(words, self.config.vocab_size - 1)
+      ids.append(words)
+      log_probs.append(tf.gather(step_log_probs, words, batch_dims=1))
+    return tf.stack(ids, 1), tf.stack(log_probs, 1)
+
   # --- visual concepts ---------------------------------------------------------------------
 
   def _concept_logits(self, features: tf.Tensor):

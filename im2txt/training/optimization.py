@@ -24,8 +24,13 @@ OPTIMIZERS = ("SGD", "Adam")
 
 
 def learning_rate_fn(config: configuration.TrainingConfig, batch_size: int,
-                     train_inception: bool) -> Callable[[tf.Tensor], tf.Tensor]:
-  """global step -> learning rate: phase 1's staircase decay, or phase 2's constant."""
+                     train_inception: bool, scst: bool = False
+                     ) -> Callable[[tf.Tensor], tf.Tensor]:
+  """global step -> learning rate: phase 1's staircase decay, phase 2's constant, or (`scst`)
+  phase 3's constant."""
+  if scst:
+    scst_rate = config.scst_learning_rate
+    return lambda step: tf.constant(scst_rate, tf.float32)
   if train_inception:
     rate = config.train_inception_learning_rate
     return lambda step: tf.constant(rate, tf.float32)
@@ -54,8 +59,9 @@ class GlobalStepSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_optimizer(config: configuration.TrainingConfig, train_inception: bool,
-                   learning_rate) -> tf.keras.optimizers.legacy.Optimizer:
-  """The phase's optimizer (config.optimizer, or config.train_inception_optimizer in phase 2).
+                   learning_rate, scst: bool = False) -> tf.keras.optimizers.legacy.Optimizer:
+  """The phase's optimizer (config.optimizer, config.train_inception_optimizer in phase 2, or
+  config.scst_optimizer in phase 3, `scst`).
 
   Keras' legacy optimizers: their slot variables (Adam's moments) are created per variable on
   its first update and restored lazily from a checkpoint, so a phase 2 with Adam after a phase 1
@@ -64,6 +70,8 @@ def make_optimizer(config: configuration.TrainingConfig, train_inception: bool,
   """
   check_optimizer_names(config)
   name = config.train_inception_optimizer if train_inception else config.optimizer
+  if scst:
+    name = config.scst_optimizer
   if name == "SGD":
     return tf.keras.optimizers.legacy.SGD(learning_rate=learning_rate)
   # check_optimizer_names leaves Adam as the only other name.
@@ -71,8 +79,8 @@ def make_optimizer(config: configuration.TrainingConfig, train_inception: bool,
 
 
 def check_optimizer_names(config: configuration.TrainingConfig) -> None:
-  """Both phases' optimizers are known: a typo in phase 2's fails when phase 1 starts."""
-  for field in ("optimizer", "train_inception_optimizer"):
+  """All phases' optimizers are known: a typo in phase 2's fails when phase 1 starts."""
+  for field in ("optimizer", "train_inception_optimizer", "scst_optimizer"):
     name = getattr(config, field)
     if name not in OPTIMIZERS:
       raise ValueError(f"Unknown training.{field} {name!r}; expected one of {OPTIMIZERS}")

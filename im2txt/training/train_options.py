@@ -12,8 +12,10 @@ ACCELERATOR_STEPS_PER_LOOP = 20
 # What a run optimises: "cross_entropy", the captions' next-word loss (with the concept head's
 # loss beside it when the model has one); "concepts", the concept head's loss alone, a
 # pretraining of a random Inception from the captions' words (the analogue of the original's
-# ImageNet pretraining; the decoder is left as it is).
-OBJECTIVES = ("cross_entropy", "concepts")
+# ImageNet pretraining; the decoder is left as it is); "scst", self-critical sequence training
+# (phase 3, training/self_critical.py): the CIDEr-D of sampled captions, continuing a train_dir
+# trained with cross-entropy.
+OBJECTIVES = ("cross_entropy", "concepts", "scst")
 
 
 @dataclasses.dataclass
@@ -28,6 +30,13 @@ class TrainOptions:
   train_inception: bool = False
   # One of OBJECTIVES.
   objective: str = "cross_entropy"
+  # --objective=scst: captions sampled per image, and their baseline: "mean" (of the image's
+  # other samples; Luo 2020) or "greedy" (the greedy caption's reward; Rennie et al. 2017).
+  scst_samples: int = 5
+  scst_baseline: str = "mean"
+  # --objective=scst: the training split's references (build_mscoco_data's
+  # {split}_references.json); empty: the one beside the input shards, named after their split.
+  references_file: str = ""
   # Global step at which training stops (a total, not a count for this run).
   number_of_steps: int = 1000000
   # A progress line is logged every this many steps.

@@ -23,12 +23,14 @@ from im2txt import checkpoint_files
 from im2txt import concepts
 from im2txt import configuration
 from im2txt import file_io
+from im2txt import references
 from im2txt import sequence_example
 from im2txt import vocabulary
 from im2txt.data import feature_cache
 from im2txt.data import inputs
 from im2txt.model import show_and_tell_model
 from im2txt.model import slim_inception
+from im2txt.training import cider_reward
 from im2txt.training import optimization
 from im2txt.training import train_options
 
@@ -106,7 +108,21 @@ def check_vocabulary_fits(config: configuration.Config,
 
 
 def check_objective(config: configuration.Config, options: train_options.TrainOptions) -> None:
-  """The concept objective needs a concept head."""
+  """The concept objective needs a concept head; self-critical training a model trained with
+  cross-entropy and sensible sampling options."""
+  if options.objective == "scst":
+    if not tf.train.latest_checkpoint(options.train_dir):
+      raise ValueError(
+          f"--objective=scst continues a model trained with cross-entropy, but "
+          f"{options.train_dir} has no checkpoint: train phase 1 (and phase 2, "
+          "--train_inception) in this train_dir first, then run SCST on it")
+    if options.scst_baseline not in ("mean", "greedy"):
+      raise ValueError(f"Unknown --scst_baseline {options.scst_baseline!r}; expected mean "
+                       "or greedy")
+    if options.scst_samples < (2 if options.scst_baseline == "mean" else 1):
+      raise ValueError(f"--scst_samples={options.scst_samples}: the {options.scst_baseline} "
+                       "baseline needs at least "
+                       f"{2 if options.scst_baseline == 'mean' else 1} samples per image")
   if options.objective == "concepts" and not config.model.num_concepts:
     raise ValueError(
         "--objective=concepts trains the concept head, but the model has none "
@@ -162,6 +178,30 @@ def concept_table(config: configuration.Config,
   table = concepts.ConceptVocabulary.from_file(concepts_file).word_to_concept_table(
       vocabulary.Vocabulary.from_file(vocab_file))
   return table + [-1] * (config.model.vocab_size - len(table))
+
+
+def scst_reward_data(config: configuration.Config, options: train_options.TrainOptions
+                     ) -> cider_reward.RewardData:
+  """The training references and their CIDEr-D document frequencies (cached in train_dir), for
+  --objective=scst: --references_file, else the {split}_references.json beside the shards."""
+  first_shard = file_io.expand_patterns(options.input_file_pattern, "--input_file_pattern")[0]
+  folder = os.path.dirname(first_shard)
+  path = options.references_file or references.beside_shards(first_shard)
+  if not path or not tf.io.gfile.exists(path):
+    where = (f"--references_file {path}" if options.references_file else
+             f"{path} (beside the input shards)" if path else
+             f"a references file beside {first_shard}, whose name gives no split")
+    raise ValueError(
+        f"--objective=scst scores sampled captions against all the references of their image, "
+        f"but there is no {where}. build_mscoco_data writes {{split}}_references.json beside "
+        "its shards; records of the original im2txt's builder have none: rebuild the data with "
+        "build_mscoco_data (or pass --references_file), or train them with "
+        "--objective=cross_entropy")
+  vocab_file = os.path.join(folder, VOCAB_FILENAME)
+  if not tf.io.gfile.exists(vocab_file):
+    raise ValueError(f"--objective=scst needs the {VOCAB_FILENAME} beside the input shards "
+                     f"(to read the references' words): {folder} has none")
+  return cider_reward.load(path, vocab_file, config.model.vocab_size, options.train_dir)
 
 
 def check_feature_records(options: train_options.TrainOptions,
@@ -222,9 +262,11 @@ def build(strategy: tf.distribute.Strategy, config: configuration.Config,
     if synchronized_batch_norm(options, strategy):
       model.synchronize_inception_batch_norm()
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-    lr_fn = optimization.learning_rate_fn(config.training, global_batch, options.train_inception)
+    scst = options.objective == "scst"
+    lr_fn = optimization.learning_rate_fn(config.training, global_batch, options.train_inception,
+                                          scst)
     optimizer = optimization.make_optimizer(config.training, options.train_inception,
-                                            optimization.GlobalStepSchedule(lr_fn, step))
+                                            optimization.GlobalStepSchedule(lr_fn, step), scst)
     if options.mixed_precision == "fp16":
       optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
     concept_optimizer = None
@@ -275,19 +317,25 @@ def _restore(model, step, optimizer, options: train_options.TrainOptions,
     return None
   # The model must match exactly; the optimizer (SGD: its iteration count) may differ, e.g. when
   # the mixed-precision setting changes between phases.
+  # An optimizer is restored together with the model: its slots (Adam's moments) are created on
+  # its first update and restored then, found through their variables' places in the
+  # checkpoint, which a restore of the optimizer alone does not know (they would start at zero
+  # while the iteration count, restored, carries on).
   try:
-    status = tf.train.Checkpoint(step=step, model=model).restore(latest)
-    status.assert_existing_objects_matched().expect_partial()
+    tracked = dict(step=step, model=model)
     if _optimizer_state_matches(optimizer, latest):
-      tf.train.Checkpoint(optimizer=optimizer).restore(latest).expect_partial()
+      tracked["optimizer"] = optimizer
     else:
       # E.g. phase 2 with Adam after phase 1 with SGD: Adam starts afresh (iteration 0, so its
       # bias correction holds the first steps to the learning rate), not at SGD's count.
       logging.info("%s holds no Adam state (an earlier phase used SGD): Adam starts afresh",
                    latest)
+    status = tf.train.Checkpoint(**tracked).restore(latest)
+    status.assert_existing_objects_matched().expect_partial()
     if concept_optimizer is not None:
       # Its state, when an earlier run of the same kind saved one (else it starts afresh).
-      tf.train.Checkpoint(concept_optimizer=concept_optimizer).restore(latest).expect_partial()
+      tf.train.Checkpoint(model=model, concept_optimizer=concept_optimizer).restore(
+          latest).expect_partial()
   except checkpoint_files.READ_ERRORS as e:
     raise checkpoint_files.corrupt_checkpoint_error(latest, e, for_trainer=True) from e
   logging.info("Restored %s: global step %d", latest, int(step.numpy()))

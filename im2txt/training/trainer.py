@@ -44,8 +44,10 @@ from im2txt.data import feature_cache
 from im2txt.data import inputs
 from im2txt.model import concept_head
 from im2txt.model import show_and_tell_model
+from im2txt.training import cider_reward
 from im2txt.training import lease
 from im2txt.training import optimization
+from im2txt.training import self_critical
 from im2txt.training import train_options
 from im2txt.training import train_state
 from im2txt.training import training_summaries
@@ -147,8 +149,12 @@ def _worker(strategy) -> tuple:
 
 
 def make_train_functions(strategy, state: train_state.TrainState, config: configuration.Config,
-                         element_spec=None, objective: str = "cross_entropy"):
+                         element_spec=None, objective: str = "cross_entropy",
+                         scst: Optional[self_critical.Objective] = None):
   """The compiled training functions: (train_step, train_loop).
+
+  `scst`: phase 3's objective (with objective "scst"); its metrics (self_critical.METRICS) are
+  in train_step's dict under their names.
 
   train_step(batch, votes [2]) -> dict of scalars: one step on a batch the host holds (the
     summaries read it); increments the global step. `votes` (save, stop) are summed across all
@@ -162,7 +168,8 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
   # The concept head's loss (concept_head.py), beside the caption loss; 0: the original's step.
   # The "concepts" objective trains the head (and Inception, in phase 2) on it alone.
   concepts_only = objective == "concepts"
-  concept_weight = config.model.concept_loss_weight
+  # Self-critical training leaves the concept head as it is (its reward does not reach it).
+  concept_weight = config.model.concept_loss_weight if scst is None else 0.0
   global_batch = config.input.batch_size  # Training batches are whole (drop_remainder).
   clip = config.training.clip_gradients
   decay = config.training.inception_weight_decay if model.train_inception else 0.0
@@ -180,12 +187,15 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
   own = set(id(v) for v in model.concept_head.trainable_variables) if (
       concept_optimizer is not None and not concepts_only) else set()
 
-  def objective_losses(batch, model_inputs, num_tokens):
-    """([the objective's loss, the concept loss if added], the total to minimise without L2),
-    as this replica's shares of the global batch's means."""
+  def objective_losses(batch, model_inputs, num_tokens, with_greedy):
+    """([the objective's loss, the concept loss if added], the total to minimise without L2,
+    [SCST's metrics]), as this replica's shares of the global batch's means."""
+    if scst is not None:
+      loss, metrics = scst.losses(model, batch, model_inputs, step, with_greedy)
+      return [loss], loss, metrics
     if concepts_only:
       loss = _concept_loss(model.concept_logits(model_inputs, training=True), batch, global_batch)
-      return [loss], loss
+      return [loss], loss, []
     if concept_weight:
       logits, concept_logits = model.caption_and_concept_logits(model_inputs, training=True)
     else:
@@ -194,11 +204,11 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
     # This replica's share of the global batch's mean token loss.
     batch_loss = tf.reduce_sum(token_losses) / num_tokens
     if not concept_weight:
-      return [batch_loss], batch_loss
+      return [batch_loss], batch_loss, []
     concept_loss = _concept_loss(concept_logits, batch, global_batch)
-    return [batch_loss, concept_loss], batch_loss + concept_weight * concept_loss
+    return [batch_loss, concept_loss], batch_loss + concept_weight * concept_loss, []
 
-  def replica_step(batch, votes):
+  def replica_step(batch, votes, with_greedy):
     context = tf.distribute.get_replica_context()
     mask = tf.cast(batch["input_mask"], tf.float32)
     totals = context.all_reduce(_SUM, tf.concat([[tf.reduce_sum(mask)], votes], 0))
@@ -207,7 +217,8 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
       # Images, or on feature records (phase 1 only) Inception's cached features.
       image_key = "images" if "images" in batch else "image_features"
       model_inputs = {image_key: batch[image_key], "input_seqs": batch["input_seqs"]}
-      losses, total_loss = objective_losses(batch, model_inputs, totals[0])
+      losses, total_loss, metrics = objective_losses(batch, model_inputs, totals[0],
+                                                     with_greedy)
       if decay:
         total_loss += optimization.inception_l2_loss(model, decay) / context.num_replicas_in_sync
       loss = optimizer.get_scaled_loss(total_loss) if scaled else total_loss
@@ -227,10 +238,12 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
             group_grads, clip, use_norm=grad_norm if not own else None)
       group_optimizer.apply_gradients(zip(group_grads, [v for _, v in pairs]),
                                       experimental_aggregate_gradients=False)
-    return tf.stack(losses + [total_loss]), tf.concat([[grad_norm], totals[1:]], 0)
+    # (SCST's metrics ride along with the losses: summed over replicas, their global means.)
+    return (tf.stack(losses + [total_loss] + metrics),
+            tf.concat([[grad_norm], totals[1:]], 0))
 
-  def run_step(batch, votes):
-    losses, replicated = strategy.run(replica_step, args=(batch, votes))
+  def run_step(batch, votes, with_greedy=False):
+    losses, replicated = strategy.run(replica_step, args=(batch, votes, with_greedy))
     losses = strategy.reduce(_SUM, losses, axis=None)
     replicated = strategy.experimental_local_results(replicated)[0]
     step.assign_add(1)
@@ -238,9 +251,14 @@ def make_train_functions(strategy, state: train_state.TrainState, config: config
 
   def train_step(batch, votes):
     learning_rate = tf.cast(state.lr_fn(step), tf.float32)
-    losses, replicated = run_step(batch, votes)
-    out = {"batch_loss": losses[0], "total_loss": losses[-1], "grad_norm": replicated[0],
+    losses, replicated = run_step(batch, votes, with_greedy=True)
+    out = {"batch_loss": losses[0], "grad_norm": replicated[0],
            "votes": replicated[1:], "learning_rate": learning_rate}
+    if scst is not None:
+      out["total_loss"] = losses[1]
+      out.update(zip(self_critical.METRICS, tf.unstack(losses[2:])))
+      return out
+    out["total_loss"] = losses[-1]
     if losses.shape[0] > 2:  # The concept loss beside the caption loss.
       out["concept_loss"] = losses[1]
     return out
@@ -315,6 +333,8 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   train_state.check_vocabulary_fits(config, options)
   train_state.check_objective(config, options)
   concept_table = train_state.concept_table(config, options)
+  reward_data = (train_state.scst_reward_data(config, options) if options.objective == "scst"
+                 else None)
   # Feature records or image records, read once from the first record.
   features = feature_cache.feature_shape(options.input_file_pattern)
   train_state.check_feature_records(options, features)
@@ -326,7 +346,7 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   if policy:
     tf.keras.mixed_precision.set_global_policy(policy)
   try:
-    return _train(strategy, config, options, features, concept_table)
+    return _train(strategy, config, options, features, concept_table, reward_data)
   finally:
     tf.keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -351,11 +371,12 @@ def _loop_size(step: int, options: TrainOptions, save_steps: int, first: bool) -
 
 def _train(strategy, config: configuration.Config, options: TrainOptions,
            features: Optional[feature_cache.FeatureShape],
-           concept_table: Optional[Sequence[int]]) -> TrainResult:
+           concept_table: Optional[Sequence[int]],
+           reward_data: Optional[cider_reward.RewardData] = None) -> TrainResult:
   """Trains holding train_dir's lease (the chief; see lease.py), released at the end."""
   held = lease.Lease(options.train_dir).acquire() if _worker(strategy)[0] else None
   try:
-    return _train_held(strategy, config, options, features, concept_table, held)
+    return _train_held(strategy, config, options, features, concept_table, held, reward_data)
   finally:
     if held is not None:
       held.release()
@@ -364,7 +385,8 @@ def _train(strategy, config: configuration.Config, options: TrainOptions,
 def _train_held(strategy, config: configuration.Config, options: TrainOptions,
                 features: Optional[feature_cache.FeatureShape],
                 concept_table: Optional[Sequence[int]],
-                held: Optional[lease.Lease]) -> TrainResult:
+                held: Optional[lease.Lease],
+                reward_data: Optional[cider_reward.RewardData]) -> TrainResult:
   if options.seed is not None:
     tf.keras.utils.set_random_seed(options.seed)
   is_chief, task_id, num_workers = _worker(strategy)
@@ -381,16 +403,23 @@ def _train_held(strategy, config: configuration.Config, options: TrainOptions,
 
   skipped = inputs.count_skipped_records(pattern, features) if options.skip_bad_images else 0
   seed = train_state.input_seed(options.seed, train_state.restored_step(options.train_dir))
+  lookup = scst = None
+  if reward_data is not None:
+    lookup = cider_reward.ReferenceLookup(reward_data)
+    scst = self_critical.Objective(
+        cider_reward.CiderD.from_data(reward_data), reward_data.end_code - 1,
+        options.scst_samples, options.scst_baseline, config.inference.max_caption_length,
+        options.seed or 0, global_batch)
   dataset = strategy.distribute_datasets_from_function(
       lambda context: inputs.make_dataset(
           pattern, config, is_training=True, batch_size=global_batch, input_context=context,
           skip_bad_images=options.skip_bad_images, seed=seed, features=features,
-          concept_table=concept_table))
+          concept_table=concept_table, references=lookup))
   iterator = iter(dataset)
   state = train_state.build(strategy, config, options, global_batch, checkpoint_dir, features)
   with strategy.scope():
     train_step, train_loop = make_train_functions(strategy, state, config,
-                                                  iterator.element_spec, options.objective)
+                                                  iterator.element_spec, options.objective, scst)
   model, step = state.model, state.step
 
   start_step = int(step.numpy())
@@ -402,6 +431,10 @@ def _train_held(strategy, config: configuration.Config, options: TrainOptions,
       options.number_of_steps, options.log_every_n_steps)
   phase = ("phase 2 (Inception fine-tuned)" if options.train_inception else
            "phase 1 (Inception frozen)")
+  if scst is not None:
+    phase = (f"phase 3, self-critical (CIDEr-D reward of {options.scst_samples} samples per "
+             f"image, {options.scst_baseline} baseline, Inception "
+             f"{'fine-tuned' if options.train_inception else 'frozen'})")
   if options.objective == "concepts":
     phase = ("the concept head and Inception on the concept loss" if options.train_inception
              else "the concept head on the concept loss (Inception frozen)")
@@ -435,7 +468,8 @@ def _train_held(strategy, config: configuration.Config, options: TrainOptions,
         raise diverged(f"a loss or gradient norm was not finite within the last {n} steps")
       batch = next(iterator)
     except tf.errors.InvalidArgumentError as e:
-      raise inputs.input_error(e, pattern, config.model.vocab_size, source) from e
+      raise (reward_data is not None and inputs.references_error(e, reward_data.source)
+             or inputs.input_error(e, pattern, config.model.vocab_size, source)) from e
     except tf.errors.DataLossError as e:
       found = inputs.corrupt_shard_error(e, pattern)
       raise inputs.BadInputError(

@@ -8,6 +8,9 @@ Written between training loops (see TrainOptions.steps_per_loop), from the loop'
     and the caption-length histogram. By time, as the original wrote all its summaries (every
     600 s): by steps they would grow the event files by gigabytes over a million fast steps.
   - every `log_every_n_steps` a log line: step, loss, steps/s, examples/s, ETA.
+Self-critical training (--objective=scst) adds scst/sample_reward (the samples' mean CIDEr-D),
+scst/baseline (their mean baseline), scst/greedy_cider (the greedy captions' mean CIDEr-D) and
+scst/beat_baseline (the fraction of samples rewarded above their baseline), in the log line too.
 """
 
 import time
@@ -18,6 +21,8 @@ import tensorflow as tf
 
 from im2txt import configuration
 
+# Self-critical training's metrics (training/self_critical.METRICS).
+_SCST_METRICS = ("sample_reward", "baseline", "greedy_cider", "beat_baseline")
 # Number of input images written each time.
 _MAX_IMAGES = 3
 
@@ -68,8 +73,12 @@ class TrainingSummaries:
       steps_per_sec = self._rate(self._log_mark, step, now)
       eta = ((self._number_of_steps - step) / steps_per_sec
              if steps_per_sec == steps_per_sec and steps_per_sec > 0 else float("nan"))
-      logging.info("step %d: loss = %.4f (%.2f steps/s, %.1f examples/s, ETA %s)", step,
-                   out["batch_loss"], steps_per_sec, steps_per_sec * self._global_batch,
+      scst = ""
+      if "sample_reward" in out:
+        scst = (f", reward {out['sample_reward']:.3f} (baseline {out['baseline']:.3f}, greedy "
+                f"{out['greedy_cider']:.3f}, {100 * out['beat_baseline']:.0f}% above)")
+      logging.info("step %d: loss = %.4f%s (%.2f steps/s, %.1f examples/s, ETA %s)", step,
+                   out["batch_loss"], scst, steps_per_sec, steps_per_sec * self._global_batch,
                    _format_duration(eta) if eta == eta else "?")
       self._log_mark = (now, step)
     if self._crossed(self._summary_mark, step, self._summary_every):
@@ -89,6 +98,9 @@ class TrainingSummaries:
       tf.summary.scalar("losses/total_loss", out["total_loss"])
       if "concept_loss" in out:
         tf.summary.scalar("losses/concept_loss", out["concept_loss"])
+      for name in _SCST_METRICS:
+        if name in out:
+          tf.summary.scalar(f"scst/{name}", out[name])
       tf.summary.scalar("learning_rate", out["learning_rate"])
       tf.summary.scalar("gradient_norm", out["grad_norm"])
       if steps_per_sec == steps_per_sec:
