@@ -32,6 +32,7 @@ from beam_jobs import make_sample_dataset as sample
 from beam_jobs import shard_writer
 from beam_jobs.build_report import Tally
 from im2txt import concepts
+from im2txt import references
 from im2txt import sequence_example
 from im2txt import vocabulary
 
@@ -383,8 +384,9 @@ class BuildMscocoDataRunTest(unittest.TestCase):
   def test_output_files(self):
     self.assertEqual(sorted(os.listdir(self.out)),
                      ["concepts.txt", "test-00000-of-00002", "test-00001-of-00002",
-                      "train-00000-of-00003", "train-00001-of-00003", "train-00002-of-00003",
-                      "val-00000-of-00002", "val-00001-of-00002", "word_counts.txt"])
+                      "test_references.json", "train-00000-of-00003", "train-00001-of-00003",
+                      "train-00002-of-00003", "train_references.json", "val-00000-of-00002",
+                      "val-00001-of-00002", "val_references.json", "word_counts.txt"])
 
   def _word_counts(self):
     with open(os.path.join(self.out, "word_counts.txt"), encoding="utf-8") as f:
@@ -430,6 +432,20 @@ class BuildMscocoDataRunTest(unittest.TestCase):
           checked += 1
     self.assertEqual(checked, 121)
     self.assertGreater(wider, 0)  # Not just the record's own caption.
+
+  def test_references_files_hold_each_images_captions(self):
+    captions = self._captions_by_image()
+    planned = {"train": 25, "val": 1, "test": 2}  # Images with a usable caption, per split.
+    for split in ("train", "val", "test"):
+      refs = references.read_references(os.path.join(self.out, f"{split}_references.json"))
+      self.assertEqual(len(refs), planned[split], split)
+      for image_id, lines in refs.items():
+        self.assertEqual(lines, [" ".join(t[1:-1]) for t in captions[image_id]], image_id)
+      # Every record's caption is one of its image's references (images the job dropped for
+      # their file keep their references: they are of the split's captions).
+      for records in _read_records(os.path.join(self.out, f"{split}-*")).values():
+        for r in records:
+          self.assertIn(" ".join(r["caption"][1:-1]), refs[r["image_id"]])
 
   def test_num_concepts_zero_writes_the_records_as_before(self):
     # Into a copy of the output: an earlier run's concepts.txt is removed with the concepts.

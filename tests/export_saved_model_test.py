@@ -23,22 +23,25 @@ from tests import inference_testutil
 _LOAD_AND_CAPTION = r"""
 import json, sys
 import tensorflow as tf
-export_dir, paths = sys.argv[1], sys.argv[2:]
-serve = tf.saved_model.load(export_dir).signatures["serving_default"]
-jpegs = tf.constant([open(p, "rb").read() for p in paths])
-out = serve(jpegs=jpegs)
-print(json.dumps({
-    "outputs": sorted(out),
-    "captions": [[c.decode() for c in row] for row in out["captions"].numpy().tolist()],
-    "log_probs": out["log_probs"].numpy().tolist(),
-    "valid": out["valid"].numpy().tolist(),
-    "concepts": [[c.decode() for c in row] for row in out["concepts"].numpy().tolist()]
-                if "concepts" in out else None,
-    "concept_probs": out["concept_probs"].numpy().tolist() if "concept_probs" in out else None,
-    "inputs": {k: [str(v.dtype.name), v.shape.as_list()]
-               for k, v in serve.structured_input_signature[1].items()},
-    "project_modules": sorted(m for m in sys.modules if m.split(".")[0] in ("im2txt", "tests")),
-}))
+results = []
+for export_dir, paths in json.loads(sys.argv[1]):  # [[export_dir, [path, ...]], ...]
+  serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+  jpegs = tf.constant([open(p, "rb").read() for p in paths])
+  out = serve(jpegs=jpegs)
+  results.append({
+      "outputs": sorted(out),
+      "captions": [[c.decode() for c in row] for row in out["captions"].numpy().tolist()],
+      "log_probs": out["log_probs"].numpy().tolist(),
+      "valid": out["valid"].numpy().tolist(),
+      "concepts": [[c.decode() for c in row] for row in out["concepts"].numpy().tolist()]
+                  if "concepts" in out else None,
+      "concept_probs": out["concept_probs"].numpy().tolist() if "concept_probs" in out else None,
+      "inputs": {k: [str(v.dtype.name), v.shape.as_list()]
+                 for k, v in serve.structured_input_signature[1].items()},
+      "project_modules": sorted(m for m in sys.modules
+                                if m.split(".")[0] in ("im2txt", "tests")),
+  })
+print(json.dumps(results))
 """
 
 
@@ -52,16 +55,21 @@ def _export(flags):
   return code, out.getvalue(), err.getvalue()
 
 
-def _serve_elsewhere(export_dir, paths, cwd):
-  """Captions the files with the SavedModel in a process that has only TensorFlow (no
-  PYTHONPATH, run from elsewhere) -> the JSON that _LOAD_AND_CAPTION prints."""
+def _serve_all(jobs, cwd):
+  """Captions each job's files, [export_dir, paths], with its SavedModel in one process that has
+  only TensorFlow (no PYTHONPATH, run from elsewhere) -> per job, the JSON object that
+  _LOAD_AND_CAPTION prints for it."""
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
   process = subprocess.run(
-      [sys.executable, "-c", _LOAD_AND_CAPTION, export_dir] + paths,
+      [sys.executable, "-c", _LOAD_AND_CAPTION, json.dumps(jobs)],
       cwd=cwd, env=env, capture_output=True, text=True, timeout=240, check=False)
   if process.returncode:
     raise AssertionError(process.stderr)
   return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+def _serve_elsewhere(export_dir, paths, cwd):
+  return _serve_all([[export_dir, paths]], cwd)[0]
 
 
 class ExportSavedModelTest(tf.test.TestCase):
@@ -80,19 +88,41 @@ class ExportSavedModelTest(tf.test.TestCase):
     cls.export_dir = os.path.join(cls.tmp, "export")
     cls.flags = [f"--checkpoint_path={cls.train_dir}", f"--vocab_file={cls.vocab_file}",
                  f"--export_dir={cls.export_dir}"]
+    # One export, checked by test_round_trip_equals_run_inference; the tests' files are
+    # captioned with it by one process that has only TensorFlow: the good images, and the good
+    # ones among a corrupt and a truncated JPEG and a PNG above the pixel limit.
+    cls.export_result = _export(cls.flags)
+    bad_dir = os.path.join(cls.tmp, "bad")
+    os.makedirs(bad_dir, exist_ok=True)
+    cls.corrupt = os.path.join(bad_dir, "corrupt.jpg")
+    cls.truncated = os.path.join(bad_dir, "cut.jpg")
+    with open(cls.corrupt, "wb") as f:
+      f.write(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    with open(cls.jpegs[2], "rb") as src, open(cls.truncated, "wb") as f:
+      data = src.read()
+      f.write(data[:len(data) // 2])
+    cls.huge = os.path.join(bad_dir, "huge.png")  # A 30000x20000 PNG's header: never decoded.
+    with open(cls.huge, "wb") as f:
+      f.write(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + (30000).to_bytes(4, "big") +
+              (20000).to_bytes(4, "big") + b"\x08\x02\0\0\0")
+    cls.mixed_paths = [cls.jpegs[0], cls.corrupt, cls.jpegs[1], cls.truncated, cls.huge,
+                       cls.jpegs[2]]
+    if cls.export_result[0] == 0:
+      cls.served, cls.served_mixed = _serve_all(
+          [[cls.export_dir, cls.jpegs], [cls.export_dir, cls.mixed_paths]], cls.tmp)
 
   def _export(self):
     return _export(self.flags)
 
   def test_round_trip_equals_run_inference(self):
-    code, out, _ = self._export()
+    code, out, _ = self.export_result
     self.assertEqual(0, code)
     self.assertEqual(f"SavedModel written to {self.export_dir}\n", out)
     self.assertTrue(tf.saved_model.contains_saved_model(self.export_dir))
     self.assertEqual([n for n in os.listdir(os.path.dirname(self.export_dir)) if ".tmp-" in n], [])
 
     # Loaded by a process that has only TensorFlow (no PYTHONPATH, run from elsewhere).
-    served = _serve_elsewhere(self.export_dir, self.jpegs, self.tmp)
+    served = self.served
     self.assertEqual([], served["project_modules"])
     self.assertEqual({"jpegs": ["string", [None]]}, served["inputs"])
     # A model without a concept head: the signature is the captions alone.
@@ -120,24 +150,10 @@ class ExportSavedModelTest(tf.test.TestCase):
     """A corrupt and a truncated JPEG and a PNG above the pixel limit among good ones: those
     rows are invalid, the good images get exactly run_inference's captions, which names the bad
     files and why."""
-    export_dir = os.path.join(self.tmp, "export_bad_inputs")
-    self.assertEqual(0, _export([f"--checkpoint_path={self.train_dir}",
-                                 f"--vocab_file={self.vocab_file}",
-                                 f"--export_dir={export_dir}"])[0])
-    bad_dir = os.path.join(self.tmp, "bad")
-    os.makedirs(bad_dir, exist_ok=True)
-    corrupt, truncated = os.path.join(bad_dir, "corrupt.jpg"), os.path.join(bad_dir, "cut.jpg")
-    with open(corrupt, "wb") as f:
-      f.write(b"\xff\xd8\xff\xe0 this is not a JPEG")
-    with open(self.jpegs[2], "rb") as src, open(truncated, "wb") as f:
-      data = src.read()
-      f.write(data[:len(data) // 2])
-    huge = os.path.join(bad_dir, "huge.png")  # A 30000x20000 PNG's header: never decoded.
-    with open(huge, "wb") as f:
-      f.write(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + (30000).to_bytes(4, "big") +
-              (20000).to_bytes(4, "big") + b"\x08\x02\0\0\0")
-    paths = [self.jpegs[0], corrupt, self.jpegs[1], truncated, huge, self.jpegs[2]]
-    served = _serve_elsewhere(export_dir, paths, self.tmp)
+    export_dir = self.export_dir  # The same checkpoint's export (made in setUpClass).
+    self.assertEqual(0, self.export_result[0])
+    corrupt, truncated, huge, paths = self.corrupt, self.truncated, self.huge, self.mixed_paths
+    served = self.served_mixed
     self.assertEqual([True, False, True, False, False, True], served["valid"])
     for row in (1, 3, 4):
       self.assertEqual([""] * 3, served["captions"][row])

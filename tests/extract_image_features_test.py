@@ -10,17 +10,17 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import tensorflow as tf
 
 from beam_jobs import extract_image_features
 from beam_jobs import image_features
+from im2txt import references
 from im2txt import sequence_example
 from im2txt.data import feature_cache
 from im2txt.data import inputs
+from im2txt.evaluation import evaluation_loop
 from im2txt.inference import captioning
 from im2txt.model import image_processing
 from im2txt.training import train_state
@@ -133,6 +133,9 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
     trainer.train(cls.config, trainer.TrainOptions(
         input_file_pattern=cls.pattern, train_dir=cls.init_dir, number_of_steps=0, seed=1,
         inception_checkpoint_file=train_state.RANDOM_INCEPTION, skip_bad_images=True))
+    # The split's references (self-critical training reads them) travel with the shards.
+    references.write_references(os.path.join(cls.tmp, "data", "train_references.json"), "train",
+                                {7: ["a red square"], 8: ["a blue circle", "blue circle"]})
     cls.features_dir = os.path.join(cls.tmp, "features")
     cls.job_argv = [f"--input_file_pattern={cls.pattern}", f"--output_dir={cls.features_dir}",
                     f"--train_dir={cls.init_dir}", f"--num_views={NUM_VIEWS}", f"--seed={SEED}"]
@@ -160,6 +163,12 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
     self.assertEqual(1 + NUM_VIEWS, info["views"])
     self.assertEqual(feature_cache.inception_fingerprint(self.model.inception),
                      info["inception_fingerprint"])
+
+  def test_references_file_is_copied(self):
+    with open(os.path.join(self.tmp, "data", "train_references.json"), "rb") as f:
+      expected = f.read()
+    with open(os.path.join(self.features_dir, "train_references.json"), "rb") as f:
+      self.assertEqual(f.read(), expected)
 
   def test_each_image_through_inception_once(self):
     c = self.counts.counts
@@ -283,13 +292,6 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "hold no images"):
       inputs.make_dataset(pattern, self.config, is_training=False)
 
-  def _run(self, module, *args):
-    env = dict(os.environ, PYTHONPATH=td.repo_root())
-    process = subprocess.run([sys.executable, "-m", module, *args], env=env, cwd=td.repo_root(),
-                             capture_output=True, text=True, timeout=600)
-    self.assertEqual(0, process.returncode, msg=f"{module}:\n{process.stderr[-3000:]}")
-    return process
-
   def test_end_to_end_phase1_on_features_phase2_on_images_evaluate_caption(self):
     train_dir = os.path.join(self.create_tempdir().full_path, "train")
     shutil.copytree(self.init_dir, train_dir)  # ckpt-0: the Inception of the features.
@@ -317,9 +319,13 @@ class ExtractImageFeaturesTest(tf.test.TestCase):
       f.writelines(f"{words.get(i, f'w{i}')} {100 - i}\n"
                    for i in range(self.config.model.vocab_size - 1))
     eval_dir = os.path.join(os.path.dirname(train_dir), "eval")
-    self._run("im2txt.evaluate", f"--input_file_pattern={os.path.dirname(self.pattern)}/train-00000-of-00002",
-              f"--checkpoint_dir={train_dir}", f"--eval_dir={eval_dir}", "--once",
-              f"--vocab_file={vocab}", "--num_caption_images=0")  # Perplexity only: faster.
+    # What `evaluate --once --num_caption_images=0` runs (perplexity only: faster), in this
+    # process (the binary has its tests: evaluate_test).
+    results = evaluation_loop.run_evaluation_loop(
+        train_dir, eval_dir, f"{os.path.dirname(self.pattern)}/train-00000-of-00002",
+        vocab_file=vocab, eval_overrides={"num_caption_images": 0},
+        options=evaluation_loop.LoopOptions(once=True))
+    self.assertEqual([8], [result.step for result in results])
     with open(os.path.join(eval_dir, "evaluation_state.json")) as f:
       self.assertEqual(8, json.load(f)["last_evaluated_step"])
     jpeg = os.path.join(self.tmp, "image.jpg")

@@ -61,7 +61,7 @@ class MirroredScstTest(tf.test.TestCase):
         self.assertAllClose(readers["one"].get_tensor(key), readers["two"].get_tensor(key),
                             rtol=1e-3, atol=1e-5, msg=key)
         compared += 1
-    self.assertEqual(compared, 6 * 3)  # Six decoder weights, each with Adam's two moments.
+    self.assertEqual(compared, 7 * 3)  # Seven decoder weights, each with Adam's two moments.
 
 
 if __name__ == "__main__":

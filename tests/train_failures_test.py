@@ -227,7 +227,14 @@ class DiskFullTest(tf.test.TestCase):
     self.train_dir = os.path.join(tmp, "train")
 
   def test_a_full_disk_is_named_cleaned_up_and_resumed_from(self):
-    self._train(2)
+    # The first run's one save, at step 2, with little free space: warned about, then saved.
+    with mock.patch.object(checkpoint_files, "free_bytes", return_value=3 * 2**20), \
+         self.assertLogs(level="WARNING") as logs:
+      self._train(2)
+    warnings = [line for line in logs.output if "free on" in line]
+    self.assertLen(warnings, 1)  # The one save, at step 2.
+    self.assertRegex(warnings[0], f"Only 3.0 MiB free on {self.train_dir}, and a checkpoint "
+                     r"takes about [\d,.]+ MiB: the next saves may fail")
     real_save = tf.train.CheckpointManager.save
 
     def disk_full(manager, checkpoint_number=None, **kwargs):
@@ -276,15 +283,6 @@ class DiskFullTest(tf.test.TestCase):
     self.assertEqual(tf.train.latest_checkpoint(self.train_dir),
                      os.path.join(self.train_dir, "ckpt-4"))
     self.assertIsNone(checkpoint_files.checkpoint_problem(os.path.join(self.train_dir, "ckpt-4")))
-
-  def test_little_free_space_is_warned_about_before_a_save(self):
-    with mock.patch.object(checkpoint_files, "free_bytes", return_value=3 * 2**20), \
-         self.assertLogs(level="WARNING") as logs:
-      self._train(2)
-    warnings = [line for line in logs.output if "free on" in line]
-    self.assertLen(warnings, 1)  # The one save, at step 2.
-    self.assertRegex(warnings[0], f"Only 3.0 MiB free on {self.train_dir}, and a checkpoint "
-                     r"takes about [\d,.]+ MiB: the next saves may fail")
 
 
 class DivergenceTest(tf.test.TestCase):

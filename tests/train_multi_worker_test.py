@@ -25,22 +25,15 @@ def _free_ports(n: int):
 
 class MultiWorkerTest(tf.test.TestCase):
 
-  def test_two_workers_train_and_the_chief_saves(self):
-    tmp = self.create_tempdir().full_path
-    # Two shards: each worker reads its own.
-    pattern = td.write_shards(os.path.join(tmp, "data"), td.colour_examples(CAPTIONS), 2)
-    config_file = td.write_config_file(td.tiny_config(batch_size=4),
-                                       os.path.join(tmp, "config"))
-    train_dir = os.path.join(tmp, "train")
+  def _run_workers(self, tmp: str, name: str, args):
+    """Runs im2txt.train ARGS on two localhost workers; returns their logs' paths."""
     workers = [f"localhost:{p}" for p in _free_ports(2)]
     processes, logs = [], []
     for index in range(2):
       tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-      logs.append(os.path.join(tmp, f"worker{index}.log"))
+      logs.append(os.path.join(tmp, f"{name}_worker{index}.log"))
       processes.append(td.start_train_process(
-          [f"--input_file_pattern={pattern}", f"--train_dir={train_dir}",
-           f"--config_file={config_file}", "--strategy=multi_worker", "--number_of_steps=4",
-           "--seed=1", "--steps_per_loop=2"], logs[-1], env={"TF_CONFIG": json.dumps(tf_config)}))
+          args, logs[-1], env={"TF_CONFIG": json.dumps(tf_config)}))
     deadline = time.time() + TIMEOUT_SECS
     try:
       for process in processes:
@@ -54,7 +47,23 @@ class MultiWorkerTest(tf.test.TestCase):
         log = f.read()
       self.assertEqual(process.returncode, 0, f"worker {index}:\n{log[-5000:]}")
       self.assertIn("on 2 replica(s), global batch 4", log)
-      self.assertIn("step 4: loss = ", log)
+    return logs
+
+  def test_two_workers_train_and_the_chief_saves(self):
+    tmp = self.create_tempdir().full_path
+    # Two shards: each worker reads its own.
+    data = os.path.join(tmp, "data")
+    pattern = td.write_shards(data, td.colour_examples(CAPTIONS), 2)
+    config_file = td.write_config_file(td.tiny_config(batch_size=4),
+                                       os.path.join(tmp, "config"))
+    train_dir = os.path.join(tmp, "train")
+    logs = self._run_workers(tmp, "phase1", [
+        f"--input_file_pattern={pattern}", f"--train_dir={train_dir}",
+        f"--config_file={config_file}", "--strategy=multi_worker", "--number_of_steps=4",
+        "--seed=1", "--steps_per_loop=2"])
+    for path in logs:
+      with open(path) as f:
+        self.assertIn("step 4: loss = ", f.read())
     # The chief's checkpoint is in train_dir; the other worker's copy went to a temporary dir.
     self.assertEqual(tf.train.latest_checkpoint(train_dir), os.path.join(train_dir, "ckpt-4"))
     reader = tf.train.load_checkpoint(os.path.join(train_dir, "ckpt-4"))
@@ -68,6 +77,21 @@ class MultiWorkerTest(tf.test.TestCase):
                        if "loss = " in line])
     self.assertLen(losses[0], 3)
     self.assertEqual(losses[0], losses[1])
+
+    # Phase 3 on the same two workers, fused steps too: the same rewards and losses on both.
+    td.write_scst_files(data, {i: [c, c[:1]] for i, c in CAPTIONS.items()})
+    logs = self._run_workers(tmp, "scst", [
+        f"--input_file_pattern={pattern}", f"--train_dir={train_dir}", "--objective=scst",
+        "--strategy=multi_worker", "--number_of_steps=8", "--seed=1", "--steps_per_loop=2",
+        "--scst_samples=3"])
+    self.assertEqual(tf.train.latest_checkpoint(train_dir), os.path.join(train_dir, "ckpt-8"))
+    lines = []
+    for path in logs:
+      with open(path) as f:
+        lines.append([line.split("step ", 1)[1].split(" steps/s")[0].rsplit("(", 1)[0]
+                      for line in f if "reward " in line and "loss = " in line])
+    self.assertLen(lines[0], 3, lines)  # Loops of 1, 2 (fused) and 1 steps: 5, 7, 8.
+    self.assertEqual(lines[0], lines[1])
 
 
 if __name__ == "__main__":

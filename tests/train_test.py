@@ -187,22 +187,34 @@ class FusedStepsTest(tf.test.TestCase):
     cls.config = td.tiny_config(lstm_keep=1.0, initial_learning_rate=1.0,
                                 num_examples_per_epoch=8, num_epochs_per_decay=2.0,
                                 summary_every_n_steps=1, save_checkpoint_steps=0)
+    # The two runs the tests compare, made once. The one-step-per-call run also saves by time
+    # (test_checkpoints_by_time): under a clock that moves 10 s whenever the trainer reads it,
+    # every 25 s. A save writes the weights and changes none of them.
+    by_time = copy.deepcopy(cls.config)
+    by_time.training.save_checkpoint_secs = 25
+    by_time.training.max_checkpoints_to_keep = 10
+    clock = mock.Mock()
+    clock.time.side_effect = (10.0 * i for i in range(10**6))
+    with mock.patch.object(trainer, "time", clock):
+      cls.single, cls.single_dir = cls._train("single", 1, 7, by_time)
+    cls.fused, cls.fused_dir = cls._train("fused", 3, 7)  # Loops of 1, 3 and 3 steps.
 
   @classmethod
   def tearDownClass(cls):
     shutil.rmtree(cls.tmp, ignore_errors=True)
     super().tearDownClass()
 
-  def _train(self, name, steps_per_loop, number_of_steps, config=None):
-    options = trainer.TrainOptions(input_file_pattern=self.pattern,
-                                   train_dir=os.path.join(self.tmp, name), seed=3,
+  @classmethod
+  def _train(cls, name, steps_per_loop, number_of_steps, config=None):
+    options = trainer.TrainOptions(input_file_pattern=cls.pattern,
+                                   train_dir=os.path.join(cls.tmp, name), seed=3,
                                    number_of_steps=number_of_steps,
                                    steps_per_loop=steps_per_loop)
-    return trainer.train(config or self.config, options), options.train_dir
+    return trainer.train(config or cls.config, options), options.train_dir
 
   def test_same_losses_and_weights_as_one_step_per_call(self):
-    single, single_dir = self._train("single", 1, 7)
-    fused, fused_dir = self._train("fused", 3, 7)  # Loops of 1, 3 and 3 steps.
+    single, single_dir = self.single, self.single_dir
+    fused, fused_dir = self.fused, self.fused_dir
     self.assertEqual((fused.global_step, fused.last_checkpoint),
                      (7, os.path.join(fused_dir, "ckpt-7")))
     self.assertAllClose(fused.first_loss, single.first_loss, rtol=1e-6)
@@ -223,16 +235,11 @@ class FusedStepsTest(tf.test.TestCase):
     self.assertAllClose([fused_scalars["learning_rate"][s] for s in (1, 4, 7)], [1.0, 1.0, 0.5])
 
   def test_checkpoints_by_time(self):
-    config = copy.deepcopy(self.config)
-    config.training.max_checkpoints_to_keep = 10
-    for secs, expected in ((25, [3, 5, 6]), (0, [6])):
-      # A clock that moves 10 s whenever the trainer reads it: a save every 25 s falls on a few
-      # loop ends (decided before each loop, voted with its last step); 0 saves only at the end.
-      clock = mock.Mock()
-      clock.time.side_effect = (10.0 * i for i in range(10**6))
-      config.training.save_checkpoint_secs = secs
-      with mock.patch.object(trainer, "time", clock):
-        _, train_dir = self._train(f"by_time_{secs}", 1, 6, config)
+    # The single run's clock moves 10 s whenever the trainer reads it: a save every 25 s falls on
+    # a few loop ends (decided before each loop, voted with its last step). The fused run's
+    # save_checkpoint_secs is 0: it saves only at the end.
+    for secs, train_dir, expected in ((25, self.single_dir, [3, 5, 7]),
+                                      (0, self.fused_dir, [7])):
       steps = sorted(int(p.split("-")[-1][:-len(".index")])
                      for p in glob.glob(os.path.join(train_dir, "ckpt-*.index")))
       self.assertEqual(steps, expected, f"save_checkpoint_secs={secs}")

@@ -89,13 +89,23 @@ def _checked_ids(ids, filename, index, limit: int, marker: str) -> tf.Tensor:
     return tf.identity(ids)
 
 
+def _marked_record(message: re.Pattern, error: tf.errors.OpError
+                   ) -> Optional[Tuple[str, int, int]]:
+  """(file, record index, value) of an assertion's error made with its marker (see
+  _checked_ids), or None for another error."""
+  match = message.search(error.message or "")
+  if not match:
+    return None
+  return match.group(1), int(match.group(2)), int(match.group(3))
+
+
 def caption_id_error(error: tf.errors.OpError, vocab_size: int, config_source: str
                      ) -> Optional[ValueError]:
   """A ValueError naming the record, for the error of a caption id outside the vocabulary."""
-  match = _CAPTION_ID_MESSAGE.search(error.message or "")
-  if not match:
+  marked = _marked_record(_CAPTION_ID_MESSAGE, error)
+  if not marked:
     return None
-  filename, index, word_id = match.group(1), int(match.group(2)), int(match.group(3))
+  filename, index, word_id = marked
   return ValueError(
       f"{filename}: record {index} has caption id {word_id}, outside the model's vocabulary "
       f"[0, {vocab_size}) (model.vocab_size in {config_source}). The records were built with "
@@ -105,10 +115,10 @@ def caption_id_error(error: tf.errors.OpError, vocab_size: int, config_source: s
 
 def concept_id_error(error: tf.errors.OpError, config_source: str) -> Optional[ValueError]:
   """A ValueError naming the record, for the error of a concept id outside the model's head."""
-  match = _CONCEPT_ID_MESSAGE.search(error.message or "")
-  if not match:
+  marked = _marked_record(_CONCEPT_ID_MESSAGE, error)
+  if not marked:
     return None
-  filename, index, concept_id = match.group(1), int(match.group(2)), int(match.group(3))
+  filename, index, concept_id = marked
   return ValueError(
       f"{filename}: record {index} has concept id {concept_id}, outside the model's concept "
       f"head (model.num_concepts in {config_source}). The records were built with another "
@@ -132,10 +142,10 @@ def _references(image_id, filename, index, lookup) -> tf.Tensor:
 
 def references_error(error: tf.errors.OpError, references_file: str) -> Optional[ValueError]:
   """A ValueError naming the record whose image the references file lacks."""
-  match = _REFERENCES_MESSAGE.search(error.message or "")
-  if not match:
+  marked = _marked_record(_REFERENCES_MESSAGE, error)
+  if not marked:
     return None
-  filename, index, image_id = match.group(1), int(match.group(2)), int(match.group(3))
+  filename, index, image_id = marked
   return ValueError(
       f"{filename}: record {index} is of image {image_id}, which {references_file} does not "
       "hold: the references file is of other data (build_mscoco_data writes both together; "
