@@ -17,3 +17,4 @@ python -m bench.bench_feature_cache --preset=small --batch_size=32 --steps=20 --
 python -m bench.bench_feature_cache --preset=default --batch_size=32 --steps=8 --num_images=128
 python -m bench.bench_demo_curve --phase2_steps=1800 --checkpoint_every=300 --seed=0
 python -m bench.bench_shape_signal --steps=1000
+python -m bench.bench_scst --minutes=3

@@ -4,7 +4,8 @@ Phase 1 (`train_inception=False`): InceptionV3 frozen and in inference mode, SGD
 every 8 epochs. Phase 2 (`train_inception=True`, same train_dir): everything fine-tuned at
 0.0005 with L2 on Inception's weights; it resumes from phase 1's last checkpoint and global step.
 (The defaults are the original's; each phase's optimizer, SGD or Adam, and rate are in the
-config's `training` section.)
+config's `training` section.) Phase 3 (`objective="scst"`, same train_dir, optional):
+self-critical training on the CIDEr-D of sampled captions (self_critical.py), Adam at 5e-5.
 
     options = trainer.TrainOptions(input_file_pattern="data/train-?????-of-00256",
                                    train_dir="model/train", number_of_steps=1000000)
