@@ -168,9 +168,10 @@ class DistributionTest(unittest.TestCase):
     self.assertRegex(direct, r"\n  train +\d+ +\d+ +3\n")
     names = sorted(os.listdir(direct_dir))
     self.assertEqual(names, ["concepts.txt", "test-00000-of-00002", "test-00001-of-00002",
-                             "train-00000-of-00003", "train-00001-of-00003",
-                             "train-00002-of-00003", "val-00000-of-00002", "val-00001-of-00002",
-                             "word_counts.txt"])
+                             "test_references.json", "train-00000-of-00003",
+                             "train-00001-of-00003", "train-00002-of-00003",
+                             "train_references.json", "val-00000-of-00002", "val-00001-of-00002",
+                             "val_references.json", "word_counts.txt"])
     self.assertEqual(sorted(os.listdir(dask_dir)), names)
     for name in names:
       with open(os.path.join(direct_dir, name), "rb") as a, \
@@ -199,7 +200,8 @@ class DistributionTest(unittest.TestCase):
     counts, shards = outputs["direct"]
     self.assertEqual(sorted(shards), ["concepts.txt", "image_features.json",
                                       "train-00000-of-00003", "train-00001-of-00003",
-                                      "train-00002-of-00003", "word_counts.txt"])
+                                      "train-00002-of-00003", "train_references.json",
+                                      "word_counts.txt"])
     self.assertEqual(dict(counts)["shards written"], "3")
     self.assertGreater(int(dict(counts)["images through InceptionV3"]), 10)
     self.assertEqual(outputs["dask"][0], counts)
