@@ -51,10 +51,15 @@ def read_references(path: str) -> Dict[int, List[str]]:
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"{path}: no such references file")
   with tf.io.gfile.GFile(path, "rb") as f:
-    try:
-      data = json.loads(f.read().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise ValueError(f"{path}: not a references file (not valid JSON: {e})") from e
+    return parse_references(f.read(), path)
+
+
+def parse_references(contents: bytes, path: str) -> Dict[int, List[str]]:
+  """read_references of a file's bytes (`path` names it in errors)."""
+  try:
+    data = json.loads(contents.decode("utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path}: not a references file (not valid JSON: {e})") from e
   if not isinstance(data, dict) or data.get("format") != FORMAT:
     raise ValueError(f"{path}: not a references file (no \"format\": \"{FORMAT}\"; "
                      "build_mscoco_data writes them)")

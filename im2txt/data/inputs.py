@@ -70,12 +70,17 @@ def split_caption(caption_ids: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tens
 # Marks the assertion message of a caption id outside [0, vocab_size) (see caption_id_error).
 # make_dataset's and find_undecodable_records' `features` default: read from the first record.
 DETECT = "detect"
+
+
+def _marker_message(marker: str) -> re.Pattern:
+  """The failed assertion's message [marker, file, record index, value] (see _checked_ids)."""
+  return re.compile(re.escape(marker) + r"\] \[(?:b')?(.*?)'?\] \[(-?\d+)\] \[(-?\d+)\]")
+
+
 _CAPTION_ID_MARKER = "im2txt: caption id outside [0, vocab_size)"
-_CAPTION_ID_MESSAGE = re.compile(re.escape(_CAPTION_ID_MARKER) +
-                                 r"\] \[(?:b')?(.*?)'?\] \[(-?\d+)\] \[(-?\d+)\]")
+_CAPTION_ID_MESSAGE = _marker_message(_CAPTION_ID_MARKER)
 _CONCEPT_ID_MARKER = "im2txt: concept id outside [0, num_concepts)"
-_CONCEPT_ID_MESSAGE = re.compile(re.escape(_CONCEPT_ID_MARKER) +
-                                 r"\] \[(?:b')?(.*?)'?\] \[(-?\d+)\] \[(-?\d+)\]")
+_CONCEPT_ID_MESSAGE = _marker_message(_CONCEPT_ID_MARKER)
 
 
 def _checked_ids(ids, filename, index, limit: int, marker: str) -> tf.Tensor:
@@ -126,8 +131,7 @@ def concept_id_error(error: tf.errors.OpError, config_source: str) -> Optional[V
 
 
 _REFERENCES_MARKER = "im2txt: image id without references"
-_REFERENCES_MESSAGE = re.compile(re.escape(_REFERENCES_MARKER) +
-                                 r"\] \[(?:b')?(.*?)'?\] \[(-?\d+)\] \[(-?\d+)\]")
+_REFERENCES_MESSAGE = _marker_message(_REFERENCES_MARKER)
 
 
 def _references(image_id, filename, index, lookup) -> tf.Tensor:

@@ -155,18 +155,7 @@ class ShowAndTellModel(tf.keras.Model):
 
   def caption_and_concept_logits(self, inputs, training: bool = False):
     """As `call`, and the concept head's logits [B, num_concepts] (None without a head)."""
-    if "image_features" in inputs:
-      if self.train_inception:
-        raise ValueError("Phase 2 (train_inception) fine-tunes Inception: it trains on images, "
-                         "not on cached Inception features")
-      features = inputs["image_features"]
-    else:
-      features = self.image_features(inputs["images"], training=training)
-    embeddings = self.embed_image_features(features, training=training)
-    concept_logits = self._concept_logits(features)
-    concepts = self._concept_inputs(concept_logits)
-    if concepts is not None:
-      embeddings += concepts
+    embeddings, concepts, concept_logits = self._first_input(inputs, training)
     state = self._image_step(embeddings, training)
     words = self.seq_embedding(inputs["input_seqs"])
     if self.config.concept_input == "every_step":
@@ -188,14 +177,8 @@ class ShowAndTellModel(tf.keras.Model):
     the samples of image i in rows i * num_samples ...; their log-probabilities [B*S, T] float32,
     differentiable). Words after a sample's </S> are sampled too: the caller masks them.
     """
-    if "image_features" in inputs:
-      features = inputs["image_features"]
-    else:
-      features = self.image_features(inputs["images"], training=training)
-    embeddings = self.embed_image_features(features, training=training)
-    concepts = self._concept_inputs(self._concept_logits(features))
+    embeddings, concepts, _ = self._first_input(inputs, training)
     if concepts is not None:
-      embeddings += concepts
       concepts = tf.repeat(concepts, num_samples, axis=0)
     state = self._image_step(tf.repeat(embeddings, num_samples, axis=0), training)
     words = tf.repeat(tf.cast(start_ids, tf.int32), num_samples, axis=0)
@@ -214,6 +197,23 @@ class ShowAndTellModel(tf.keras.Model):
       ids.append(words)
       log_probs.append(tf.gather(step_log_probs, words, batch_dims=1))
     return tf.stack(ids, 1), tf.stack(log_probs, 1)
+
+  def _first_input(self, inputs, training: bool):
+    """(the LSTM's first input [B, E]: the image embedding, plus the projected concept
+    probabilities with concept_input; those [B, E] or None; the concept logits or None)."""
+    if "image_features" in inputs:
+      if self.train_inception:
+        raise ValueError("Phase 2 (train_inception) fine-tunes Inception: it trains on images, "
+                         "not on cached Inception features")
+      features = inputs["image_features"]
+    else:
+      features = self.image_features(inputs["images"], training=training)
+    embeddings = self.embed_image_features(features, training=training)
+    concept_logits = self._concept_logits(features)
+    concepts = self._concept_inputs(concept_logits)
+    if concepts is not None:
+      embeddings += concepts
+    return embeddings, concepts, concept_logits
 
   # --- visual concepts ---------------------------------------------------------------------
 

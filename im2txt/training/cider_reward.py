@@ -90,19 +90,19 @@ def document_frequencies(reference_codes: Sequence[Sequence[Sequence[int]]],
   return ngrams, np.array([counts[g] for g in ngrams.tolist()], np.int64)
 
 
-def _fingerprint(references_file: str, vocab_file: str, vocab_size: int) -> str:
-  digest = hashlib.sha256(f"{_CACHE_VERSION} {vocab_size}\n".encode())
-  for path in (references_file, vocab_file):
-    with tf.io.gfile.GFile(path, "rb") as f:
-      digest.update(f.read())
-  return digest.hexdigest()
+def _read(path: str) -> bytes:
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return f.read()
 
 
 def load(references_file: str, vocab_file: str, vocab_size: int, cache_dir: str) -> RewardData:
   """The training references of `references_file` as codes, with their document frequencies:
   read from cache_dir/scst_document_frequencies.npz when it was computed from the same files,
   else computed and cached there (written atomically)."""
-  images = references_lib.read_references(references_file)
+  if not tf.io.gfile.exists(references_file):
+    raise FileNotFoundError(f"{references_file}: no such references file")
+  contents = _read(references_file)  # Parsed and fingerprinted: read once.
+  images = references_lib.parse_references(contents, references_file)
   vocab = vocabulary_lib.Vocabulary.from_file(vocab_file)
   codes, base = word_codes(vocab, images, vocab_size)
   if base > MAX_BASE:
@@ -113,7 +113,8 @@ def load(references_file: str, vocab_file: str, vocab_size: int, cache_dir: str)
   image_ids = np.array(sorted(images), np.int64)
   reference_codes = [[[codes[w] for w in ref.split()] + [end_code] for ref in images[i]]
                      for i in image_ids.tolist()]
-  fingerprint = _fingerprint(references_file, vocab_file, vocab_size)
+  fingerprint = hashlib.sha256(
+      f"{_CACHE_VERSION} {vocab_size}\n".encode() + contents + _read(vocab_file)).hexdigest()
   cache = os.path.join(cache_dir, CACHE_FILENAME)
   cached = _read_cache(cache, fingerprint)
   if cached is None:

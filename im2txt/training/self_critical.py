@@ -78,8 +78,7 @@ class Objective:
     first = tf.distribute.get_replica_context().replica_id_in_sync_group * rows
     return everything[first:first + rows]
 
-  def _rewards(self, ids: tf.Tensor, references: tf.Tensor, per_image: int) -> tf.Tensor:
-    codes, _ = caption_codes(ids, self.end_id)
+  def _rewards(self, codes: tf.Tensor, references: tf.Tensor, per_image: int) -> tf.Tensor:
     codes = tf.reshape(codes, [tf.shape(references)[0], per_image, self.steps])
     return self.cider.scores(codes, references)  # [B, per_image] float64
 
@@ -93,19 +92,19 @@ class Objective:
     rows = local * self.num_samples
     ids, log_probs = model.sample_captions(model_inputs, start_ids, self.num_samples,
                                            self._uniforms(step, rows), training=True)
-    ids = tf.stop_gradient(ids)
+    codes, mask = caption_codes(tf.stop_gradient(ids), self.end_id)
     references = batch["references"]
-    rewards = self._rewards(ids, references, self.num_samples)  # [B, S]
+    rewards = self._rewards(codes, references, self.num_samples)  # [B, S]
     greedy = None
     if self.baseline == "greedy" or with_greedy:
-      greedy = self._rewards(greedy_captions(model, model_inputs, start_ids, self.steps),
-                             references, 1)  # [B, 1]
+      greedy_codes, _ = caption_codes(
+          greedy_captions(model, model_inputs, start_ids, self.steps), self.end_id)
+      greedy = self._rewards(greedy_codes, references, 1)  # [B, 1]
     if self.baseline == "mean":
       baseline = (tf.reduce_sum(rewards, 1, keepdims=True) - rewards) / (self.num_samples - 1)
     else:
       baseline = tf.broadcast_to(greedy, tf.shape(rewards))
     advantage = tf.cast(tf.reshape(rewards - baseline, [-1]), tf.float32)
-    _, mask = caption_codes(ids, self.end_id)
     tokens = context.all_reduce(_SUM, tf.reduce_sum(mask))
     loss = -tf.reduce_sum(advantage[:, tf.newaxis] * log_probs * mask) / tokens
     samples = float(self.global_batch * self.num_samples)
