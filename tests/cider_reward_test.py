@@ -80,5 +80,36 @@ class CiderRewardTest(tf.test.TestCase):
     self.assertEqual(other.base, data.base + 10)
 
 
+class ReferencesFileTest(tf.test.TestCase):
+  """A references file is untrusted input: a malformed one is an error naming it and the entry."""
+
+  def test_round_trip_and_malformed_files(self):
+    tmp = self.create_tempdir().full_path
+    path = os.path.join(tmp, "train_references.json")
+    references.write_references(path, "train", {9: ["a dog ."], 3: ["a cat", "cat"]})
+    self.assertEqual(references.read_references(path), {3: ["a cat", "cat"], 9: ["a dog ."]})
+    self.assertEqual(references.beside_shards("/d/train-00003-of-00256"),
+                     "/d/train_references.json")
+    self.assertIsNone(references.beside_shards("/d/my_shard.tfrecord"))
+    cases = [
+        (b"{not json", "not valid JSON"),
+        (b'{"images": []}', "no \"format\""),
+        (b'{"format": "im2txt-references-1", "images": {}}', "must be a list"),
+        (b'{"format": "im2txt-references-1", "images": [[1, []]]}', "entry 0 is not"),
+        (b'{"format": "im2txt-references-1", "images": [[1, ["a"]], ["2", ["b"]]]}',
+         "entry 1 is not"),
+        (b'{"format": "im2txt-references-1", "images": [[1, ["a"]], [1, ["b"]]]}',
+         "image id 1 appears twice"),
+        (b'{"format": "im2txt-references-1", "images": []}', "holds no image"),
+    ]
+    for contents, message in cases:
+      with open(path, "wb") as f:
+        f.write(contents)
+      with self.assertRaisesRegex(ValueError, f"^{path}: .*{message}", msg=contents):
+        references.read_references(path)
+    with self.assertRaisesRegex(FileNotFoundError, "missing.json"):
+      references.read_references(os.path.join(tmp, "missing.json"))
+
+
 if __name__ == "__main__":
   tf.test.main()
