@@ -204,7 +204,15 @@ def _check_job(output_dir: str, job: dict, num_shards: int) -> List[int]:
       os.path.join(output_dir, image_captioning.captions_name(k, num_shards)))]
   if tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path) as f:
-      existing = json.load(f)
+      text = f.read()
+    try:
+      existing = json.loads(text)
+    except ValueError as e:
+      existing = f"not JSON ({e})"
+    if not isinstance(existing, dict):
+      raise ValueError(f"{path}: {existing if isinstance(existing, str) else 'not a JSON object'}"
+                       f", so this --output_dir's job is unknown (caption_images writes this file "
+                       "whole): use a new --output_dir")
     if existing != job:
       changed = sorted(k for k in set(job) | set(existing) if job.get(k) != existing.get(k))
       raise ValueError(f"--output_dir {output_dir} holds captions of another job (its "
@@ -218,7 +226,17 @@ def _check_job(output_dir: str, job: dict, num_shards: int) -> List[int]:
 
 def _read_lines(path: str) -> List[dict]:
   with tf.io.gfile.GFile(path) as f:
-    return [json.loads(line) for line in f.read().splitlines() if line.strip()]
+    lines = f.read().splitlines()
+  records = []
+  for number, line in enumerate(lines, 1):
+    if line.strip():
+      try:
+        records.append(json.loads(line))
+      except ValueError as e:
+        raise ValueError(f"{path} line {number}: not JSON ({e}); the shard was changed after "
+                         "caption_images wrote it: remove it and rerun the job, which "
+                         "captions its images again") from e
+  return records
 
 
 def summarize(output_dir: str, num_shards: int, num_listed: int, duplicates: List[str],

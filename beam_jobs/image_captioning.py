@@ -130,10 +130,9 @@ def read_image(path: str, max_pixels: int) -> Tuple[bytes, str]:
   except tf.errors.NotFoundError as e:
     raise Failure("missing_file", "no such file") from e
   except (tf.errors.OpError, OSError) as e:
-    message = getattr(e, "message", "") or str(e)
+    message = file_io.tf_message(e)
     reason = "missing_file" if "No such file" in message else "unreadable"
-    raise Failure(reason, message.strip().splitlines()[0] if message else type(e).__name__) \
-        from e
+    raise Failure(reason, message) from e
   return check_image(data, max_pixels)
 
 

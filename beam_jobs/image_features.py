@@ -157,7 +157,7 @@ class ImageViewsFn(beam.DoFn):
         views = [self._process[view > 0](tf.constant(data), view_seed(self._seed, digest, view))
                  for view in range(1 + self._num_views)]
       except tf.errors.InvalidArgumentError as e:
-        reason = e.message.splitlines()[0] if e.message else type(e).__name__
+        reason = file_io.tf_message(e)
         _LOGGER.warning("%s record %d: skipped, its image does not decode as JPEG (%s)",
                         path, index, reason)
         tally.add(IMAGES_SKIPPED_UNDECODABLE, f"{path} record {index}")

@@ -1,6 +1,7 @@
 r"""How fast a randomly initialised InceptionV3 learns the sample's shapes, by what it is told.
 
   python -m bench.bench_shape_signal --steps=1500 --runs=classifier,captioner,shape_word
+  python -m bench.bench_shape_signal --runs=concepts --batch_size=16   # images per step
 
 The demo's model (the `small` preset's ShowAndTellModel: InceptionV3 at 75x75 from random
 weights, batch norm calibrated, as the demo's phase 2 trains it, but with no phase 1 before)
@@ -47,7 +48,8 @@ from im2txt.training import optimization
 
 RUNS = ("classifier", "captioner", "shape_word", "concepts")
 
-flags.DEFINE_integer("steps", 1500, "Training steps per run (batch 32, fresh images).")
+flags.DEFINE_integer("steps", 1500, "Training steps per run (fresh images).")
+flags.DEFINE_integer("batch_size", 32, "Images per training step.")
 flags.DEFINE_integer("eval_every", 250, "Steps between held-out scorings.")
 flags.DEFINE_integer("num_eval_images", 300, "Held-out images.")
 flags.DEFINE_list("runs", list(RUNS), f"Which runs, of {RUNS}.")
@@ -66,7 +68,6 @@ flags.DEFINE_float("learning_rate", 0.0, "Adam's learning rate (0: the small pre
                    "rate, 0.0003).")
 FLAGS = flags.FLAGS
 
-BATCH_SIZE = 32
 # Caption length in tokens with <S> (the sample's captions have at most 10 words).
 MAX_TOKENS = 12
 PROBE_TEMPLATE = "a single {c} {s}"
@@ -223,14 +224,14 @@ def main(argv):
   config.model = configuration.without_concept_head(config.model)
   vocab = _vocabulary()
   started = time.time()
-  train_pixels, train_labels, train_captions = _images(FLAGS.steps * BATCH_SIZE, FLAGS.seed,
-                                                       FLAGS.image_size)
+  train_pixels, train_labels, train_captions = _images(FLAGS.steps * FLAGS.batch_size,
+                                                       FLAGS.seed, FLAGS.image_size)
   eval_pixels, eval_labels, _ = _images(FLAGS.num_eval_images, FLAGS.seed + 1_000_003,
                                         FLAGS.image_size)
   eval_images = _preprocessor(config.model, training=False)(eval_pixels)
   preprocess = _preprocessor(config.model, training=True)
   print(f"{len(train_labels):,} training + {len(eval_labels)} held-out images in "
-        f"{time.time() - started:.0f} s; batch {BATCH_SIZE}, each training image seen once",
+        f"{time.time() - started:.0f} s; batch {FLAGS.batch_size}, each training image seen once",
         flush=True)
 
   table: Dict[str, Dict[int, Tuple[float, float]]] = {}
@@ -242,12 +243,12 @@ def main(argv):
     table[name] = {0: run.score(eval_images, eval_labels)}
     started, losses = time.time(), []
     for step in range(1, FLAGS.steps + 1):
-      batch = slice((step - 1) * BATCH_SIZE, step * BATCH_SIZE)
+      batch = slice((step - 1) * FLAGS.batch_size, step * FLAGS.batch_size)
       drawn = [rng.choice(c) for c in train_captions[batch]]
       encoded = [_encode(caption, vocab) for caption in drawn]
       inputs, targets, mask = (np.array([e[j] for e in encoded]) for j in range(3))
       shapes = np.array([sample.SHAPES.index(l.shape) for l in train_labels[batch]])
-      concept_targets = np.zeros([BATCH_SIZE, len(concept_index)], np.float32)
+      concept_targets = np.zeros([FLAGS.batch_size, len(concept_index)], np.float32)
       for k, image_captions in enumerate(train_captions[batch]):
         if FLAGS.concept_targets == "caption":
           image_captions = [drawn[k]]
@@ -272,7 +273,7 @@ def main(argv):
     speeds[name] = FLAGS.steps / (time.time() - started)
 
   print(f"\nHeld-out right shape ({len(eval_labels)} images; chance {1 / len(sample.SHAPES):.0%})"
-        f" after N steps of {BATCH_SIZE} fresh images; ratio: against the classifier's")
+        f" after N steps of {FLAGS.batch_size} fresh images; ratio: against the classifier's")
   steps = sorted(next(iter(table.values())))
   print("| steps | " + " | ".join(FLAGS.runs) + " |")
   print("| --- |" + " --- |" * len(FLAGS.runs))

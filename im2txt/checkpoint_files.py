@@ -22,6 +22,8 @@ from typing import Optional, Sequence
 from absl import logging
 import tensorflow as tf
 
+from im2txt import file_io
+
 # What restoring or reading a damaged checkpoint raises in TensorFlow 2.15.
 READ_ERRORS = (tf.errors.OpError, IndexError)
 # Checkpoints looked at, newest first, for an intact one.
@@ -33,9 +35,7 @@ class CorruptCheckpointError(ValueError):
 
 
 def _reason(error: BaseException) -> str:
-  message = error.message if isinstance(error, tf.errors.OpError) else str(error)
-  message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", message or "").strip()
-  line = message.splitlines()[0] if message else type(error).__name__
+  line = file_io.tf_message(error)
   if "Read less bytes than requested" in line:
     return f"cut short ({line})"
   return line
@@ -153,13 +153,7 @@ def save(manager: tf.train.CheckpointManager, checkpoint_number: int, needed: in
     if not complete:
       leftovers += tf.io.gfile.glob(prefix + ".*")
     for path in leftovers:
-      try:
-        if tf.io.gfile.isdir(path):
-          tf.io.gfile.rmtree(path)
-        else:
-          tf.io.gfile.remove(path)
-      except tf.errors.OpError:
-        pass
+      file_io.remove_quietly(path)
     free = free_bytes(directory)
     space = (f"{_mib(free)} are free there" if free is not None
              else "the free space there is unknown")
@@ -168,9 +162,8 @@ def save(manager: tf.train.CheckpointManager, checkpoint_number: int, needed: in
     kept = (f"The last checkpoint, {last}, is intact: free some space and rerun the same "
             "command, and training resumes from it." if last else
             "No earlier checkpoint was written: free some space and rerun the same command.")
-    reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
     done = ("its files were written, the failure came after them" if complete
             else "the partial files were removed")
     raise CheckpointSaveError(
-        f"Saving checkpoint {prefix} failed: {reason.strip().splitlines()[0]}. It needs about "
+        f"Saving checkpoint {prefix} failed: {file_io.tf_message(e)}. It needs about "
         f"{_mib(needed)}, and {space}; {done}. {kept}") from e

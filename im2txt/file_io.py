@@ -13,6 +13,7 @@ entry beside it. Local paths and any tf.io.gfile file system (gs://, hdfs://) wo
 import contextlib
 import json
 import os
+import re
 import uuid
 from typing import Any, Iterator, List, Optional, Union
 
@@ -21,7 +22,9 @@ import tensorflow as tf
 TMP_MARKER = ".tmp-"
 
 
-def _remove(path: str) -> None:
+def remove_quietly(path: str) -> None:
+  """Removes the file or folder `path` if it exists, ignoring errors (for cleaning up after a
+  failure, when the failure is what the caller reports)."""
   try:
     if tf.io.gfile.isdir(path):
       tf.io.gfile.rmtree(path)
@@ -58,7 +61,7 @@ def atomic_path(path: str, tmp_dir: Optional[str] = None) -> Iterator[str]:
     else:
       tf.io.gfile.rename(tmp, path, overwrite=True)
   except BaseException:
-    _remove(tmp)
+    remove_quietly(tmp)
     raise
 
 
@@ -95,3 +98,26 @@ def expand_patterns(patterns: str, flag: str) -> List[str]:
   if not files:
     raise ValueError(f"{flag} names no file pattern (got {patterns!r})")
   return files
+
+
+# TensorFlow's decorations of an op's error: "{{function_node ...}}" before it, "[Op:Name]" (and
+# anything after it on that line, such as " name: ") after it.
+_TF_DECORATIONS = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\].*")
+
+
+# The preamble of an error raised inside a tf.function ("Graph execution error:", "Detected at
+# node ... defined at", the indented Python stack) and indented trailers ("\t [[{{node X}}]]").
+_TF_PREAMBLE = re.compile(r"Graph execution error:|Detected at node |Node: '|\s")
+
+
+def tf_message(error: BaseException) -> str:
+  """One line saying what went wrong: the first line of a TensorFlow error's message (of any
+  other exception's text) past a tf.function's preamble, without TensorFlow's decorations; the
+  exception's type name if that leaves nothing."""
+  text = error.message if isinstance(error, tf.errors.OpError) else str(error)
+  for line in (text or "").splitlines():
+    if line.strip() and not _TF_PREAMBLE.match(line):
+      line = _TF_DECORATIONS.sub("", line).strip()
+      if line:
+        return line
+  return type(error).__name__

@@ -10,6 +10,7 @@ file must be in the failures files and summary.json under its reason, and nothin
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import unittest
@@ -186,6 +187,23 @@ class CaptionImagesTest(unittest.TestCase):
       caption_images.run([f"--input_list={self.list_file}", f"--base_dir={self.images}",
                           f"--output_dir={output_dir}", "--num_shards=2", model,
                           f"--max_image_pixels={MAX_PIXELS}"] + IN_MEMORY)
+
+    # A shard or job file changed by hand is an error naming it (and its line), no more.
+    shard = os.path.join(output_dir, image_captioning.captions_name(0, 3))
+    with open(shard) as f:
+      lines = len(f.read().splitlines())
+    with open(shard, "a") as f:
+      f.write('{"file": "cut short\n')
+    with self.assertRaisesRegex(ValueError, "^" + re.escape(
+        f"{shard} line {lines + 1}: not JSON (Unterminated string") + r".*remove it and rerun"):
+      self._job(output_dir, model)
+    job_file = os.path.join(output_dir, caption_images.JOB_FILENAME)
+    for damaged, reason in (("{", "not JSON (Expecting"), ("[1]", "not a JSON object")):
+      with open(job_file, "w") as f:
+        f.write(damaged)
+      with self.assertRaisesRegex(ValueError, "^" + re.escape(f"{job_file}: {reason}") +
+                                  r".*this --output_dir's job is unknown"):
+        self._job(output_dir, model)
 
   def test_checkpoint_is_exported_once_and_captions_as_its_saved_model(self):
     from_saved = os.path.join(self.tmp, "from_saved_model")

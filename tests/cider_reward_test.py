@@ -41,7 +41,10 @@ class CiderRewardTest(tf.test.TestCase):
     refs_file = os.path.join(tmp, "train_references.json")
     references.write_references(refs_file, "train", images)
     data = cider_reward.load(refs_file, vocab_file, vocab_size=20, cache_dir=tmp)
-    self.assertTrue(os.path.exists(os.path.join(tmp, cider_reward.CACHE_FILENAME)))
+    cache = os.path.join(tmp, cider_reward.CACHE_FILENAME)
+    self.assertFalse(os.path.exists(cache))  # Written once the trainer holds its train_dir.
+    cider_reward.write_cache(data)
+    self.assertTrue(os.path.exists(cache))
     vocab = vocabulary.Vocabulary.from_file(vocab_file)
     codes, base = cider_reward.word_codes(vocab, images, 20)
     self.assertEqual(base, 21 + len({"blue", "runs", ".", "zebra", "kite"}))
@@ -74,6 +77,7 @@ class CiderRewardTest(tf.test.TestCase):
 
     # The cache is read back (same numbers) and recomputed for another vocabulary size.
     again = cider_reward.load(refs_file, vocab_file, vocab_size=20, cache_dir=tmp)
+    self.assertIsNone(again.cache_contents)  # Nothing to write: read from the cache.
     self.assertAllEqual(again.ngrams, data.ngrams)
     self.assertAllEqual(again.counts, data.counts)
     other = cider_reward.load(refs_file, vocab_file, vocab_size=30, cache_dir=tmp)

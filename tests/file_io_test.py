@@ -1,9 +1,11 @@
-"""Tests of im2txt/file_io.py: atomic outputs and comma-separated input patterns."""
+"""Tests of im2txt/file_io.py: atomic outputs, input patterns, TensorFlow errors in a line."""
 
 import os
 import shutil
 import tempfile
 import unittest
+
+import tensorflow as tf
 
 from im2txt import file_io
 
@@ -115,6 +117,39 @@ class ExpandPatternsTest(unittest.TestCase):
   def test_no_pattern_is_an_error(self):
     with self.assertRaisesRegex(ValueError, "--input_files names no file pattern"):
       file_io.expand_patterns(" , ", "--input_files")
+
+
+class TfMessageTest(unittest.TestCase):
+  """file_io.tf_message on the forms TensorFlow 2.15 raises (messages copied from its errors)."""
+
+  def test_an_eager_op_error(self):
+    error = tf.errors.UnavailableError(None, None, (
+        "{{function_node __wrapped__CollectiveReduceV2_Nordering_token_1_device_/job:worker/"
+        "replica:0/task:1/device:CPU:0}} Collective ops is aborted by: Socket closed\n"
+        "Additional GRPC error information from remote target /job:worker/replica:0/task:0\n"
+        "The error could be from a previous operation. Restart your program to reset. "
+        "[Op:CollectiveReduceV2] name: "))
+    self.assertEqual(file_io.tf_message(error), "Collective ops is aborted by: Socket closed")
+
+  def test_an_error_inside_a_tf_function(self):
+    @tf.function
+    def decode(data):
+      return tf.io.decode_jpeg(data)
+
+    with self.assertRaises(tf.errors.InvalidArgumentError) as raised:
+      decode(tf.constant(b"not an image"))
+    self.assertTrue(raised.exception.message.startswith("Graph execution error:"),
+                    raised.exception.message)
+    self.assertEqual(file_io.tf_message(raised.exception),
+                     "Unknown image file format. One of JPEG, PNG, GIF, BMP required.")
+
+  def test_a_one_line_error_and_other_exceptions(self):
+    error = tf.errors.DataLossError(None, None, "truncated record at 12 [Op:IteratorGetNext]")
+    self.assertEqual(file_io.tf_message(error), "truncated record at 12")
+    self.assertEqual(file_io.tf_message(OSError("disk full\nmore")), "disk full")
+    self.assertEqual(file_io.tf_message(ValueError()), "ValueError")
+    self.assertEqual(file_io.tf_message(tf.errors.UnknownError(None, None, "[Op:Foo]")),
+                     "UnknownError")
 
 
 if __name__ == "__main__":

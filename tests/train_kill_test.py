@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import socket
-import time
 
 import tensorflow as tf
 
@@ -36,23 +35,10 @@ def _loop_ends(start: int, steps_per_loop: int, save_steps: int, count: int) -> 
   return ends
 
 
-def _read(path: str) -> str:
-  with open(path) as f:
-    return f.read()
-
-
 class KillTest(tf.test.TestCase):
 
   def _wait_for(self, predicate, process, log_path, what):
-    deadline = time.time() + TIMEOUT_SECS
-    while not predicate():
-      if process.poll() is not None:
-        self.fail(f"im2txt.train exited ({process.returncode}) before {what}:\n"
-                  f"{_read(log_path)[-5000:]}")
-      if time.time() > deadline:
-        process.kill()
-        self.fail(f"timed out waiting for {what}:\n{_read(log_path)[-5000:]}")
-      time.sleep(0.2)
+    td.wait_for(self, predicate, process, log_path, what, TIMEOUT_SECS)
 
   def test_sigkill_then_restart_then_sigterm(self):
     tmp = self.create_tempdir().full_path
@@ -72,7 +58,7 @@ class KillTest(tf.test.TestCase):
     run1.wait()
     killed_at = _checkpoint_step(train_dir)
     self.assertEqual(killed_at % 6, 0)
-    logged_steps = [int(s) for s in re.findall(r"step (\d+): loss", _read(log1))]
+    logged_steps = [int(s) for s in re.findall(r"step (\d+): loss", td.read_log(log1))]
     self.assertEqual(logged_steps, _loop_ends(0, 3, 6, len(logged_steps)))
     self.assertGreaterEqual(max(logged_steps), killed_at)
     # Killed, it could not release its lease.
@@ -83,25 +69,25 @@ class KillTest(tf.test.TestCase):
     # 2. The same command resumes from that checkpoint; SIGTERM then saves and stops it.
     log2 = os.path.join(tmp, "run2.log")
     run2 = td.start_train_process(args, log2)
-    self._wait_for(lambda: f"step {killed_at + 4}: loss" in _read(log2), run2, log2,
+    self._wait_for(lambda: f"step {killed_at + 4}: loss" in td.read_log(log2), run2, log2,
                    f"step {killed_at + 4}")
     # It took the dead trainer's lease over at once (same host, process gone).
     self.assertIn(f"Taking over the stale lease of the trainer on host {socket.gethostname()}, "
-                  f"pid {run1.pid}", _read(log2))
-    self.assertIn(f"its process {run1.pid} on this host is gone", _read(log2))
+                  f"pid {run1.pid}", td.read_log(log2))
+    self.assertIn(f"its process {run1.pid} on this host is gone", td.read_log(log2))
 
     # 3. The same command again while run2 trains: refused, naming run2; nothing written.
     log3 = os.path.join(tmp, "run3.log")
     run3 = td.start_train_process(args, log3)
-    self.assertEqual(run3.wait(timeout=TIMEOUT_SECS), 2, _read(log3)[-5000:])
+    self.assertEqual(run3.wait(timeout=TIMEOUT_SECS), 2, td.read_log(log3)[-5000:])
     self.assertIn(f"Error: {train_dir} is in use by the trainer on host {socket.gethostname()}, "
-                  f"pid {run2.pid} (started ", _read(log3))
-    self.assertNotIn("Traceback", _read(log3))
+                  f"pid {run2.pid} (started ", td.read_log(log3))
+    self.assertNotIn("Traceback", td.read_log(log3))
     self.assertIsNone(run2.poll(), "run2 stopped")
 
     run2.send_signal(signal.SIGTERM)
-    self.assertEqual(run2.wait(timeout=TIMEOUT_SECS), 0, _read(log2)[-5000:])
-    log = _read(log2)
+    self.assertEqual(run2.wait(timeout=TIMEOUT_SECS), 0, td.read_log(log2)[-5000:])
+    log = td.read_log(log2)
     self.assertIn(f"ckpt-{killed_at}: global step {killed_at}", log)
     self.assertIn("SIGTERM: saving a checkpoint and stopping.", log)
     steps = [int(s) for s in re.findall(r"step (\d+): loss", log)]

@@ -7,12 +7,15 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 
+from im2txt import file_io
 from im2txt.training import cider_reward
+from im2txt.training import lease
 from im2txt.training import trainer
 from im2txt.training import training_summaries
 from tests import training_testdata as td
@@ -153,6 +156,15 @@ class ScstTest(tf.test.TestCase):
           train_dir, 3, references_file=os.path.join(other, "train_references.json")))
     self.assertEqual(tf.train.latest_checkpoint(train_dir), os.path.join(train_dir, "ckpt-2"))
 
+    # A train_dir another trainer holds: refused before anything is written there, even the
+    # document frequencies' cache.
+    held = self._copy_of_phase1("held")
+    before = sorted(os.listdir(held))
+    file_io.write_json(os.path.join(held, lease.LEASE_FILENAME), {
+        "host": "gpu-node-7", "pid": 4242, "token": "other", "heartbeat": time.time()})
+    with self.assertRaisesRegex(lease.LeaseError, "is in use by the trainer on host gpu-node-7"):
+      trainer.train(self.config, self._options(held, 3))
+    self.assertEqual(sorted(os.listdir(held)), sorted(before + [lease.LEASE_FILENAME]))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import glob
 import os
 import subprocess
 import sys
-from typing import Dict, List, Sequence, Tuple
+import time
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -98,6 +99,26 @@ def start_train_process(args: Sequence[str], log_path: str, env: Dict[str, str] 
   with open(log_path, "w") as log:
     return subprocess.Popen([sys.executable, "-m", "im2txt.train", *args], stdout=log,
                             stderr=subprocess.STDOUT, env=full_env, cwd=repo_root())
+
+
+def read_log(path: str) -> str:
+  with open(path, encoding="utf-8", errors="replace") as f:
+    return f.read()
+
+
+def wait_for(test, predicate: Callable[[], bool], process, log_path: str, what: str,
+             timeout: float) -> None:
+  """Polls `predicate` until it holds; fails `test` with the end of the process's log if the
+  process exits first or `timeout` seconds pass (killing it then)."""
+  deadline = time.time() + timeout
+  while not predicate():
+    if process.poll() is not None:
+      test.fail(f"im2txt.train exited ({process.returncode}) before {what}:\n"
+                f"{read_log(log_path)[-5000:]}")
+    if time.time() > deadline:
+      process.kill()
+      test.fail(f"timed out waiting for {what}:\n{read_log(log_path)[-5000:]}")
+    time.sleep(0.2)
 
 
 def write_config_file(config: configuration.Config, directory: str) -> str:

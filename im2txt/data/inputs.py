@@ -348,7 +348,7 @@ def _describe_bad_record(filename: str, index: int, serialized: tf.Tensor) -> st
   try:
     parsed = sequence_example.parse_sequence_example(serialized)
   except tf.errors.InvalidArgumentError as e:
-    return f"{filename} record {index}: not a SequenceExample ({e.message.splitlines()[0]})"
+    return f"{filename} record {index}: not a SequenceExample ({file_io.tf_message(e)})"
   try:
     image_processing.check_decodes(parsed["image_data"])
     reason = "image decoded on its own (a transient failure?)"
@@ -369,7 +369,7 @@ def bad_input_error(pattern: str, error: tf.errors.InvalidArgumentError) -> Exce
   """BadInputError naming the records of `pattern` whose image does not decode (scanned now), or
   `error` itself when every image decodes."""
   logging.error("An input record failed (%s); scanning %s for undecodable records...",
-                error.message.splitlines()[0], pattern)
+                file_io.tf_message(error), pattern)
   total, bad, descriptions = find_undecodable_records(pattern)
   if not bad:
     return error
@@ -422,8 +422,7 @@ def shard_problem(path: str) -> Optional[str]:
         tf.constant(0, tf.int64), lambda count, _: count + 1)
     return None
   except tf.errors.DataLossError as e:
-    message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\].*$|\s*name:\s*$", "",
-                     e.message or "").strip().splitlines()[0]
+    message = file_io.tf_message(e)
     found = re.search(r"(truncated|corrupted) record at (\d+)", message)
     if not found:
       return message
@@ -439,7 +438,7 @@ def corrupt_shard_error(error: tf.errors.DataLossError, pattern: str) -> "BadInp
   one: a read error of tf.data does not say which file it came from)."""
   files = file_io.expand_patterns(pattern, "--input_file_pattern")
   logging.info("A TFRecord file of %s is corrupt (%s); looking for it among %d file(s)",
-               pattern, (error.message or "").strip().splitlines()[0][:200], len(files))
+               pattern, file_io.tf_message(error)[:200], len(files))
   problems = [(path, shard_problem(path)) for path in files]
   bad = [f"{path}: {problem}" for path, problem in problems if problem]
   if not bad:

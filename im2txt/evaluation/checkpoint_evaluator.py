@@ -435,8 +435,6 @@ def _checkpoint_files_exist(path: str) -> bool:
 
 
 def _first_line(error: Exception) -> str:
-  text = error.message if isinstance(error, tf.errors.OpError) else str(error)
-  lines = text.strip().splitlines()
-  line = lines[0] if lines else type(error).__name__
+  line = file_io.tf_message(error)
   return line if len(line) <= 400 else line[:400] + " ..."
 

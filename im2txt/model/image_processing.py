@@ -15,6 +15,7 @@ import re
 import tensorflow as tf
 
 from im2txt import configuration
+from im2txt import file_io
 
 
 def _stateless_seed(seed) -> tf.Tensor:
@@ -99,12 +100,8 @@ def image_size(encoded_image: tf.Tensor) -> tf.Tensor:
 def decode_error_message(e: tf.errors.OpError) -> str:
   """Why an image did not decode, in one line: the first line of TensorFlow's message without
   its "{{function_node ...}}" and "[Op:...]" decorations, or decode_jpeg's pixel-limit sentence."""
-  message = e.message or ""
-  limit = re.search(r"The image is \d+x\d+ pixels [^'\]]*", message)
-  if limit:
-    return limit.group(0)
-  message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", message).strip()
-  return message.splitlines()[0] if message else type(e).__name__
+  limit = re.search(r"The image is \d+x\d+ pixels [^'\]]*", e.message or "")
+  return limit.group(0) if limit else file_io.tf_message(e)
 
 
 def decode_jpeg(encoded_image: tf.Tensor, resize_to=None) -> tf.Tensor:
@@ -120,7 +117,7 @@ def decode_jpeg(encoded_image: tf.Tensor, resize_to=None) -> tf.Tensor:
   index = tf.constant(0)
   is_jpeg = tf.strings.substr(encoded_image, 0, 3) == b"\xff\xd8\xff"
 
-  def pixels(ratio):
+  def pixels(ratio):  # Decoded at 1/ratio scale, libjpeg rounds each side up.
     decoded = (size + ratio - 1) // ratio
     return decoded[0] * decoded[1]
 
@@ -135,8 +132,7 @@ def decode_jpeg(encoded_image: tf.Tensor, resize_to=None) -> tf.Tensor:
     too_big = pixels(tf.constant(_DCT_RATIOS[k - 1], tf.int64)) > MAX_DECODED_PIXELS
     index = tf.where(is_jpeg & too_big, tf.maximum(index, k), index)
   ratio = tf.gather(tf.constant(_DCT_RATIOS, tf.int64), index)
-  decoded = (size + ratio - 1) // ratio
-  too_big = tf.debugging.Assert(decoded[0] * decoded[1] <= MAX_DECODED_PIXELS, [tf.strings.format(
+  too_big = tf.debugging.Assert(pixels(ratio) <= MAX_DECODED_PIXELS, [tf.strings.format(
       "The image is {}x{} pixels (width x height): above the " + f"{MAX_DECODED_PIXELS:,}" +
       " pixels im2txt decodes; scale it down first", (size[1], size[0]))])
   with tf.control_dependencies([too_big]):

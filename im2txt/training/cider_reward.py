@@ -22,7 +22,7 @@ import hashlib
 import io
 import math
 import os
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -54,6 +54,9 @@ class RewardData:
   counts: np.ndarray
   num_documents: int
   source: str  # The references file, for messages.
+  # The cache file, and its contents when they are still to be written (write_cache).
+  cache_file: str = ""
+  cache_contents: Optional[bytes] = None
 
 
 def word_codes(vocab: vocabulary_lib.Vocabulary, images: Mapping[int, Sequence[str]],
@@ -98,7 +101,8 @@ def _read(path: str) -> bytes:
 def load(references_file: str, vocab_file: str, vocab_size: int, cache_dir: str) -> RewardData:
   """The training references of `references_file` as codes, with their document frequencies:
   read from cache_dir/scst_document_frequencies.npz when it was computed from the same files,
-  else computed and cached there (written atomically)."""
+  else computed, for write_cache to cache there (the trainer writes it once it holds the
+  train_dir)."""
   if not tf.io.gfile.exists(references_file):
     raise FileNotFoundError(f"{references_file}: no such references file")
   contents = _read(references_file)  # Parsed and fingerprinted: read once.
@@ -117,17 +121,24 @@ def load(references_file: str, vocab_file: str, vocab_size: int, cache_dir: str)
       f"{_CACHE_VERSION} {vocab_size}\n".encode() + contents + _read(vocab_file)).hexdigest()
   cache = os.path.join(cache_dir, CACHE_FILENAME)
   cached = _read_cache(cache, fingerprint)
+  contents = None
   if cached is None:
     ngrams, counts = document_frequencies(reference_codes, base)
     buffer = io.BytesIO()
     np.savez(buffer, fingerprint=np.array(fingerprint), ngrams=ngrams, counts=counts)
-    file_io.write_file(cache, buffer.getvalue())
-    logging.info("CIDEr-D document frequencies of %d n-grams over the %d images of %s, cached "
-                 "in %s", len(ngrams), len(image_ids), references_file, cache)
+    contents = buffer.getvalue()
   else:
     ngrams, counts = cached
   return RewardData(image_ids, reference_codes, base, end_code, ngrams, counts,
-                    len(image_ids), references_file)
+                    len(image_ids), references_file, cache, contents)
+
+
+def write_cache(data: RewardData) -> None:
+  """Caches `data`'s document frequencies, if load computed them, atomically."""
+  if data.cache_contents is not None:
+    file_io.write_file(data.cache_file, data.cache_contents)
+    logging.info("CIDEr-D document frequencies of %d n-grams over the %d images of %s, cached "
+                 "in %s", len(data.ngrams), data.num_documents, data.source, data.cache_file)
 
 
 def _read_cache(path: str, fingerprint: str):

@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from im2txt import checkpoint_files
 from im2txt import configuration
+from im2txt import file_io
 from im2txt.data import feature_cache
 from im2txt.data import inputs
 from im2txt.model import concept_head
@@ -102,6 +103,10 @@ def resolve_config(train_dir: str, preset: str = "default",
   if preset not in configuration.PRESETS:
     raise ValueError(f"Unknown preset {preset!r}; expected one of {sorted(configuration.PRESETS)}")
   return configuration.PRESETS[preset]()
+
+
+class WorkerLostError(ValueError):
+  """A worker of a MultiWorkerMirroredStrategy cluster lost contact with the others."""
 
 
 def make_strategy(name: str, devices: Optional[Sequence[str]] = None) -> tf.distribute.Strategy:
@@ -348,6 +353,14 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
     tf.keras.mixed_precision.set_global_policy(policy)
   try:
     return _train(strategy, config, options, features, concept_table, reward_data)
+  except tf.errors.UnavailableError as e:
+    if _worker(strategy)[2] < 2:
+      raise
+    raise WorkerLostError(
+        f"Worker {_worker(strategy)[1]} lost contact with the other workers of the cluster: one "
+        "of them stopped (its own log says why) or cannot be reached at its TF_CONFIG address. "
+        "A MultiWorkerMirroredStrategy job stops when any worker does; restart them all, and "
+        f"training resumes from the last checkpoint. TensorFlow: {file_io.tf_message(e)}") from e
   finally:
     tf.keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -374,13 +387,39 @@ def _train(strategy, config: configuration.Config, options: TrainOptions,
            features: Optional[feature_cache.FeatureShape],
            concept_table: Optional[Sequence[int]],
            reward_data: Optional[cider_reward.RewardData] = None) -> TrainResult:
-  """Trains holding train_dir's lease (the chief; see lease.py), released at the end."""
-  held = lease.Lease(options.train_dir).acquire() if _worker(strategy)[0] else None
+  """Trains holding train_dir's lease (the chief; see lease.py), released at the end. In a
+  cluster the workers learn from the chief whether it took the lease before anything else runs:
+  if it did not, every worker stops with an error saying so, not only the chief."""
+  is_chief, task_id, num_workers = _worker(strategy)
+  held = refused = None
+  if is_chief:
+    try:
+      held = lease.Lease(options.train_dir).acquire()
+    except lease.LeaseError as e:
+      refused = e
+  if num_workers > 1 and _count_refusals(strategy, refused is not None) and not is_chief:
+    raise lease.LeaseError(
+        f"The chief could not take the lease of {options.train_dir} (its log names why, e.g. "
+        f"the trainer that holds it), so worker {task_id} stops too.")
+  if refused is not None:
+    raise refused
   try:
     return _train_held(strategy, config, options, features, concept_table, held, reward_data)
   finally:
     if held is not None:
       held.release()
+
+
+def _count_refusals(strategy, refused: bool) -> int:
+  """How many workers of the cluster refused to start (one all-reduce over it)."""
+
+  @tf.function
+  def count(value):
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(value,)),
+                            axis=None)
+
+  # Every replica of a refusing worker counts one: >0 is all that matters.
+  return int(count(tf.constant(float(refused))).numpy())
 
 
 def _train_held(strategy, config: configuration.Config, options: TrainOptions,
@@ -397,6 +436,8 @@ def _train_held(strategy, config: configuration.Config, options: TrainOptions,
                      f"{strategy.num_replicas_in_sync} replicas")
   if is_chief:
     configuration.save_config(config, options.train_dir)
+    if reward_data is not None:
+      cider_reward.write_cache(reward_data)
   # Other workers write their (required) copies of each checkpoint to a temporary directory.
   checkpoint_dir = options.train_dir if is_chief else tempfile.mkdtemp(
       prefix=f"im2txt_worker{task_id}_")
