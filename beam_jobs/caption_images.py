@@ -224,19 +224,37 @@ def _check_job(output_dir: str, job: dict, num_shards: int) -> List[int]:
   return done
 
 
-def _read_lines(path: str) -> List[dict]:
-  with tf.io.gfile.GFile(path) as f:
-    lines = f.read().splitlines()
-  records = []
-  for number, line in enumerate(lines, 1):
-    if line.strip():
+def _read_shard(output_dir: str, k: int, num_shards: int) -> Tuple[List[dict], List[dict]]:
+  """(captions, failures) of shard k: its two files' JSON lines. A file changed or removed by
+  hand is an error naming it (and the line) and saying how to caption the shard again."""
+  paths = [os.path.join(output_dir, name(k, num_shards)) for name in (
+      image_captioning.captions_name, image_captioning.failures_name)]
+  redo = (f"remove {paths[0]} and {paths[1]} and rerun the job, which captions the shard's "
+          "images again")
+  shard = []
+  for path, needed in zip(paths, ((), ("file", "reason", "detail"))):
+    try:
+      with tf.io.gfile.GFile(path) as f:
+        lines = f.read().splitlines()
+    except tf.errors.NotFoundError as e:
+      raise ValueError(f"{path}: missing, though the shard's other file is there: {redo}") from e
+    records = []
+    for number, line in enumerate(lines, 1):
+      if not line.strip():
+        continue
       try:
-        records.append(json.loads(line))
+        record = json.loads(line)
+        problem = None if isinstance(record, dict) else "not a JSON object"
       except ValueError as e:
-        raise ValueError(f"{path} line {number}: not JSON ({e}); the shard was changed after "
-                         "caption_images wrote it: remove it and rerun the job, which "
-                         "captions its images again") from e
-  return records
+        problem = f"not JSON ({e})"
+      if problem is None and not all(key in record for key in needed):
+        problem = f"a record without {', '.join(needed)}"
+      if problem:
+        raise ValueError(f"{path} line {number}: {problem}; the file was changed after "
+                         f"caption_images wrote it: {redo}")
+      records.append(record)
+    shard.append(records)
+  return shard[0], shard[1]
 
 
 def summarize(output_dir: str, num_shards: int, num_listed: int, duplicates: List[str],
@@ -245,15 +263,14 @@ def summarize(output_dir: str, num_shards: int, num_listed: int, duplicates: Lis
   earlier runs')."""
   captioned, captioned_now, converted, failures = 0, 0, {}, {}
   for k in range(num_shards):
-    for record in _read_lines(os.path.join(output_dir,
-                                           image_captioning.captions_name(k, num_shards))):
+    records, shard_failures = _read_shard(output_dir, k, num_shards)
+    for record in records:
       captioned += 1
       captioned_now += k in written_now
       if image_captioning.CONVERTED_FROM in record:
         fmt = record[image_captioning.CONVERTED_FROM]
         converted[fmt] = converted.get(fmt, 0) + 1
-    for failure in _read_lines(os.path.join(output_dir,
-                                            image_captioning.failures_name(k, num_shards))):
+    for failure in shard_failures:
       failures.setdefault(failure["reason"], []).append(failure)
   failed = {}
   for reason, description in image_captioning.FAILURE_REASONS.items():

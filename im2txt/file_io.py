@@ -1,4 +1,5 @@
-"""Two file habits every binary shares: atomic outputs and comma-separated input patterns.
+"""Habits every binary shares: atomic outputs, comma-separated input patterns, and TensorFlow's
+errors told in one line (tf_message: what a message names a file's problem with).
 
 Atomic outputs: a file (or a directory: a SavedModel, a converted checkpoint) is written under a
 temporary sibling name and renamed into place when complete, so a reader (the evaluator, a
@@ -8,6 +9,11 @@ entry beside it. Local paths and any tf.io.gfile file system (gs://, hdfs://) wo
   with file_io.atomic_path("out/model") as tmp:   # tmp = "out/model.tmp-3f9c..."
     tf.saved_model.save(module, tmp)              # out/model appears only now, whole.
   file_io.write_json("train/config.json", {...})
+
+tf_message(e) is the first line of a TensorFlow error that says what went wrong, past the
+preamble of a tf.function's error and without TensorFlow's decorations:
+"Graph execution error: ... {{function_node ...}} Collective ops is aborted by: Socket closed
+[Op:CollectiveReduceV2]" -> "Collective ops is aborted by: Socket closed".
 """
 
 import contextlib
@@ -106,18 +112,24 @@ _TF_DECORATIONS = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\].*")
 
 
 # The preamble of an error raised inside a tf.function ("Graph execution error:", "Detected at
-# node ... defined at", the indented Python stack) and indented trailers ("\t [[{{node X}}]]").
-_TF_PREAMBLE = re.compile(r"Graph execution error:|Detected at node |Node: '|\s")
+# node ... defined at", the indented Python stack or "<stack traces unavailable>"), a count of
+# root errors, and indented trailers ("\t [[{{node X}}]]").
+_TF_PREAMBLE = re.compile(r"Graph execution error:|Detected at node |Node: '|<stack traces "
+                          r"unavailable>|\d+ root error\(s\) found|\s")
+# The first of several root errors: "  (0) INVALID_ARGUMENT:  Invalid JPEG data ...".
+_FIRST_ROOT_ERROR = re.compile(r"\s*\(0\) [A-Z_]+:\s*(.*)")
 
 
 def tf_message(error: BaseException) -> str:
-  """One line saying what went wrong: the first line of a TensorFlow error's message (of any
-  other exception's text) past a tf.function's preamble, without TensorFlow's decorations; the
-  exception's type name if that leaves nothing."""
+  """One line saying what went wrong: the first line of a TensorFlow error's message (or of any
+  other exception's text) past a tf.function's preamble (the first root error's, when there
+  are several), without TensorFlow's decorations; the exception's type name if that leaves
+  nothing."""
   text = error.message if isinstance(error, tf.errors.OpError) else str(error)
   for line in (text or "").splitlines():
-    if line.strip() and not _TF_PREAMBLE.match(line):
-      line = _TF_DECORATIONS.sub("", line).strip()
+    root = _FIRST_ROOT_ERROR.match(line)
+    if root or (line.strip() and not _TF_PREAMBLE.match(line)):
+      line = _TF_DECORATIONS.sub("", root.group(1) if root else line).strip()
       if line:
         return line
   return type(error).__name__

@@ -23,6 +23,7 @@ from absl import logging
 
 from im2txt import configuration
 from im2txt import console
+from im2txt.training import cluster
 from im2txt.training import train_options
 from im2txt.training import trainer
 
@@ -57,7 +58,7 @@ flags.DEFINE_enum("preset", "default", sorted(configuration.PRESETS),
 flags.DEFINE_string("config_file", "",
                     "JSON configuration (as train_dir/config.json); overrides the preset and "
                     "train_dir's config.json.")
-flags.DEFINE_enum("strategy", "mirrored", list(trainer.STRATEGIES),
+flags.DEFINE_enum("strategy", "mirrored", list(cluster.STRATEGIES),
                   "mirrored: all local GPUs (or the CPU); multi_worker: "
                   "MultiWorkerMirroredStrategy configured by TF_CONFIG; default: no strategy.")
 flags.DEFINE_boolean("require_accelerator", False,

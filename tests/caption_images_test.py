@@ -190,13 +190,26 @@ class CaptionImagesTest(unittest.TestCase):
 
     # A shard or job file changed by hand is an error naming it (and its line), no more.
     shard = os.path.join(output_dir, image_captioning.captions_name(0, 3))
+    failures = os.path.join(output_dir, image_captioning.failures_name(0, 3))
+    redo = re.escape(f"remove {shard} and {failures} and rerun the job")
     with open(shard) as f:
       lines = len(f.read().splitlines())
-    with open(shard, "a") as f:
-      f.write('{"file": "cut short\n')
-    with self.assertRaisesRegex(ValueError, "^" + re.escape(
-        f"{shard} line {lines + 1}: not JSON (Unterminated string") + r".*remove it and rerun"):
+    for damage, reason in (('{"file": "cut short', "not JSON (Unterminated string"),
+                           ("[1]", "not a JSON object")):
+      with open(shard, "a") as f:
+        f.write(damage + "\n")
+      with self.assertRaisesRegex(ValueError, "^" + re.escape(
+          f"{shard} line {lines + 1}: {reason}") + ".*" + redo):
+        self._job(output_dir, model)
+      with open(shard, "r+") as f:
+        kept = f.read().splitlines()[:lines]
+        f.seek(0)
+        f.truncate()
+        f.write("".join(line + "\n" for line in kept))
+    os.rename(failures, failures + ".moved")
+    with self.assertRaisesRegex(ValueError, "^" + re.escape(f"{failures}: missing") + ".*" + redo):
       self._job(output_dir, model)
+    os.rename(failures + ".moved", failures)
     job_file = os.path.join(output_dir, caption_images.JOB_FILENAME)
     for damaged, reason in (("{", "not JSON (Expecting"), ("[1]", "not a JSON object")):
       with open(job_file, "w") as f:

@@ -143,6 +143,15 @@ class TfMessageTest(unittest.TestCase):
     self.assertEqual(file_io.tf_message(raised.exception),
                      "Unknown image file format. One of JPEG, PNG, GIF, BMP required.")
 
+  def test_stack_traces_unavailable_and_several_root_errors(self):
+    error = tf.errors.InvalidArgumentError(None, None, (
+        "Graph execution error:\n\nDetected at node DecodeJpeg defined at (most recent call "
+        "last):\n<stack traces unavailable>\n2 root error(s) found.\n  (0) INVALID_ARGUMENT:  "
+        "Invalid JPEG data or crop window.\n\t [[{{node DecodeJpeg}}]]\n  (1) "
+        "INVALID_ARGUMENT:  Invalid JPEG data or crop window.\n0 successful operations.\n"
+        "0 derived errors ignored. [Op:__inference_decode_12]"))
+    self.assertEqual(file_io.tf_message(error), "Invalid JPEG data or crop window.")
+
   def test_a_one_line_error_and_other_exceptions(self):
     error = tf.errors.DataLossError(None, None, "truncated record at 12 [Op:IteratorGetNext]")
     self.assertEqual(file_io.tf_message(error), "truncated record at 12")

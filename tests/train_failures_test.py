@@ -12,6 +12,7 @@ import tensorflow as tf
 from im2txt import checkpoint_files
 from im2txt.data import inputs
 from im2txt.evaluation import checkpoint_evaluator
+from im2txt.training import cluster
 from im2txt.training import train_state
 from im2txt.training import trainer
 from tests import training_testdata as td
@@ -61,7 +62,7 @@ class AcceleratorTest(tf.test.TestCase):
   def test_no_accelerator_is_a_warning_naming_the_cause(self):
     strategy = tf.distribute.MirroredStrategy()
     with self.assertLogs(level="INFO") as logs:
-      trainer.check_accelerators(strategy, require_accelerator=False)
+      cluster.check_accelerators(strategy, require_accelerator=False)
     self.assertIn("Training on /job:localhost/replica:0/task:0/device:CPU:0 (TensorFlow sees no "
                   "GPU or TPU)", logs.output[0])
     self.assertTrue(logs.output[1].startswith("WARNING:"))
@@ -87,7 +88,7 @@ class AcceleratorTest(tf.test.TestCase):
     strategy = tf.distribute.get_strategy()
     with mock.patch.object(tf.config, "list_logical_devices", visible), \
          self.assertLogs(level="INFO") as logs:
-      trainer.check_accelerators(strategy, require_accelerator=True)
+      cluster.check_accelerators(strategy, require_accelerator=True)
     self.assertEqual(len(logs.output), 1)
     self.assertIn("(TensorFlow sees /device:GPU:0 (GPU))", logs.output[0])
 

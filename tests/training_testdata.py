@@ -102,6 +102,7 @@ def start_train_process(args: Sequence[str], log_path: str, env: Dict[str, str] 
 
 
 def read_log(path: str) -> str:
+  """The text of a (process's) log file."""
   with open(path, encoding="utf-8", errors="replace") as f:
     return f.read()
 

@@ -112,7 +112,8 @@ class Lease:
     try:
       held = _read(self.path)
     except tf.errors.OpError as e:
-      raise LeaseError(f"Cannot read the train_dir's lease {self.path}: {e.message}") from e
+      raise LeaseError(f"Cannot read the train_dir's lease {self.path}: "
+                       f"{file_io.tf_message(e)}") from e
     if held is not None:
       reason = stale_reason(held, now, self.host)
       if reason is None:
@@ -129,7 +130,8 @@ class Lease:
       time.sleep(SETTLE_SECONDS)
       self._check_still_ours()
     except tf.errors.OpError as e:
-      raise LeaseError(f"Cannot write the train_dir's lease {self.path}: {e.message}") from e
+      raise LeaseError(f"Cannot write the train_dir's lease {self.path}: "
+                       f"{file_io.tf_message(e)}") from e
     self._thread = threading.Thread(target=self._heartbeat, name="train_dir-lease", daemon=True)
     self._thread.start()
     return self

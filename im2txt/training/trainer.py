@@ -21,9 +21,11 @@ real tokens in the *global* batch, so the replicas' losses (and gradients) add u
 single-device ones; gradients are summed across replicas, then clipped by their global norm.
 Phase 2 on several replicas synchronises Inception's batch norms over the global batch.
 
-Modules of im2txt/training: train_options (what a run is asked to do), optimization (schedules,
-optimizers, L2), train_state (build, restore, Inception's initial weights), training_summaries
-(log lines, TensorBoard); this one holds the step and the loop. Steps run `steps_per_loop` at a time inside one tf.function (see TrainOptions).
+Modules of im2txt/training: train_options (what a run is asked to do), cluster (the strategy,
+its devices, the tasks of a cluster), optimization (schedules, optimizers, L2), train_state
+(build, restore, Inception's initial weights), training_summaries (log lines, TensorBoard); this
+one holds the step and the loop. Steps run `steps_per_loop` at a time inside one tf.function
+(see TrainOptions).
 """
 
 import contextlib
@@ -41,12 +43,12 @@ import tensorflow as tf
 
 from im2txt import checkpoint_files
 from im2txt import configuration
-from im2txt import file_io
 from im2txt.data import feature_cache
 from im2txt.data import inputs
 from im2txt.model import concept_head
 from im2txt.model import show_and_tell_model
 from im2txt.training import cider_reward
+from im2txt.training import cluster
 from im2txt.training import lease
 from im2txt.training import optimization
 from im2txt.training import self_critical
@@ -54,7 +56,6 @@ from im2txt.training import train_options
 from im2txt.training import train_state
 from im2txt.training import training_summaries
 
-STRATEGIES = ("mirrored", "multi_worker", "default")
 MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 _SUM = tf.distribute.ReduceOp.SUM
 
@@ -103,55 +104,6 @@ def resolve_config(train_dir: str, preset: str = "default",
   if preset not in configuration.PRESETS:
     raise ValueError(f"Unknown preset {preset!r}; expected one of {sorted(configuration.PRESETS)}")
   return configuration.PRESETS[preset]()
-
-
-class WorkerLostError(ValueError):
-  """A worker of a MultiWorkerMirroredStrategy cluster lost contact with the others."""
-
-
-def make_strategy(name: str, devices: Optional[Sequence[str]] = None) -> tf.distribute.Strategy:
-  if name == "mirrored":
-    return tf.distribute.MirroredStrategy(devices=devices)
-  if name == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  if name == "default":
-    return tf.distribute.get_strategy()
-  raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}")
-
-
-def check_accelerators(strategy, require_accelerator: bool) -> None:
-  """Logs the devices training runs on; without a GPU or TPU, warns with the likely cause (or,
-  with `require_accelerator`, raises ValueError saying so)."""
-  accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
-  try:
-    devices = list(strategy.extended.worker_devices)
-  except RuntimeError:  # The default strategy: TensorFlow's default device.
-    devices = [(accelerators or tf.config.list_logical_devices("CPU"))[0].name]
-  logging.info("Training on %s (TensorFlow sees %s)", ", ".join(devices),
-               ", ".join(f"{d.name} ({d.device_type})" for d in accelerators) or "no GPU or TPU")
-  if accelerators:
-    return
-  cause = ("TensorFlow sees no GPU or TPU, so training runs on the CPU. If this machine has a "
-           "GPU, TensorFlow could not load CUDA: install the project with its CUDA wheels (pip "
-           "install '.[gpu]', i.e. tensorflow[and-cuda]) and check that nvidia-smi sees the GPU. "
-           "Measured on 2 Xeon cores: InceptionV3 at 299x299 trains at 6.8 images/s with "
-           "Inception fine-tuned, and at 1.3 steps/s of batch 8 frozen; a GPU trains hundreds "
-           "of images/s")
-  if require_accelerator:
-    raise ValueError(f"--require_accelerator: {cause}")
-  logging.warning("%s.", cause)
-
-
-def _worker(strategy) -> tuple:
-  """(is_chief, task_id, number of workers) of this process; a single machine is the chief."""
-  resolver = strategy.cluster_resolver
-  if resolver is None or resolver.task_type is None:
-    return True, 0, 1
-  jobs = resolver.cluster_spec().jobs
-  is_chief = resolver.task_type == "chief" or (
-      resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in jobs)
-  num_workers = sum(resolver.cluster_spec().num_tasks(j) for j in jobs if j in ("chief", "worker"))
-  return is_chief, resolver.task_id, num_workers
 
 
 def make_train_functions(strategy, state: train_state.TrainState, config: configuration.Config,
@@ -313,8 +265,9 @@ def _stop_on_sigterm():
 
 
 def _validate(options: TrainOptions) -> None:
-  if options.strategy not in STRATEGIES:
-    raise ValueError(f"Unknown strategy {options.strategy!r}; expected one of {STRATEGIES}")
+  if options.strategy not in cluster.STRATEGIES:
+    raise ValueError(f"Unknown strategy {options.strategy!r}; expected one of "
+                     f"{cluster.STRATEGIES}")
   if options.mixed_precision not in MIXED_PRECISION_POLICIES:
     raise ValueError(f"Unknown mixed_precision {options.mixed_precision!r}; expected one of "
                      f"{sorted(MIXED_PRECISION_POLICIES)}")
@@ -345,8 +298,8 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   features = feature_cache.feature_shape(options.input_file_pattern)
   train_state.check_feature_records(options, features)
   # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
-  strategy = make_strategy(options.strategy, options.devices)
-  check_accelerators(strategy, options.require_accelerator)
+  strategy = cluster.make_strategy(options.strategy, options.devices)
+  cluster.check_accelerators(strategy, options.require_accelerator)
   previous_policy = tf.keras.mixed_precision.global_policy()
   policy = MIXED_PRECISION_POLICIES[options.mixed_precision]
   if policy:
@@ -354,13 +307,10 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   try:
     return _train(strategy, config, options, features, concept_table, reward_data)
   except tf.errors.UnavailableError as e:
-    if _worker(strategy)[2] < 2:
+    lost = cluster.lost_contact(strategy, e)
+    if lost is None:
       raise
-    raise WorkerLostError(
-        f"Worker {_worker(strategy)[1]} lost contact with the other workers of the cluster: one "
-        "of them stopped (its own log says why) or cannot be reached at its TF_CONFIG address. "
-        "A MultiWorkerMirroredStrategy job stops when any worker does; restart them all, and "
-        f"training resumes from the last checkpoint. TensorFlow: {file_io.tf_message(e)}") from e
+    raise lost from e
   finally:
     tf.keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -387,39 +337,14 @@ def _train(strategy, config: configuration.Config, options: TrainOptions,
            features: Optional[feature_cache.FeatureShape],
            concept_table: Optional[Sequence[int]],
            reward_data: Optional[cider_reward.RewardData] = None) -> TrainResult:
-  """Trains holding train_dir's lease (the chief; see lease.py), released at the end. In a
-  cluster the workers learn from the chief whether it took the lease before anything else runs:
-  if it did not, every worker stops with an error saying so, not only the chief."""
-  is_chief, task_id, num_workers = _worker(strategy)
-  held = refused = None
-  if is_chief:
-    try:
-      held = lease.Lease(options.train_dir).acquire()
-    except lease.LeaseError as e:
-      refused = e
-  if num_workers > 1 and _count_refusals(strategy, refused is not None) and not is_chief:
-    raise lease.LeaseError(
-        f"The chief could not take the lease of {options.train_dir} (its log names why, e.g. "
-        f"the trainer that holds it), so worker {task_id} stops too.")
-  if refused is not None:
-    raise refused
+  """Trains holding train_dir's lease (the chief; see cluster.take_lease), released at the
+  end."""
+  held = cluster.take_lease(strategy, options.train_dir)
   try:
     return _train_held(strategy, config, options, features, concept_table, held, reward_data)
   finally:
     if held is not None:
       held.release()
-
-
-def _count_refusals(strategy, refused: bool) -> int:
-  """How many workers of the cluster refused to start (one all-reduce over it)."""
-
-  @tf.function
-  def count(value):
-    return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(value,)),
-                            axis=None)
-
-  # Every replica of a refusing worker counts one: >0 is all that matters.
-  return int(count(tf.constant(float(refused))).numpy())
 
 
 def _train_held(strategy, config: configuration.Config, options: TrainOptions,
@@ -429,7 +354,8 @@ def _train_held(strategy, config: configuration.Config, options: TrainOptions,
                 reward_data: Optional[cider_reward.RewardData]) -> TrainResult:
   if options.seed is not None:
     tf.keras.utils.set_random_seed(options.seed)
-  is_chief, task_id, num_workers = _worker(strategy)
+  this = cluster.task(strategy)
+  is_chief, task_id, num_workers = this.is_chief, this.task_id, this.num_workers
   global_batch = config.input.batch_size
   if global_batch % strategy.num_replicas_in_sync:
     raise ValueError(f"batch_size {global_batch} is not divisible by the "
