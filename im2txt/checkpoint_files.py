@@ -1,5 +1,6 @@
 """Checkpoints that fail: a corrupt one named (which of its files is bad, and which earlier
-checkpoint is intact), and a save that fails (a full disk) explained and cleaned up.
+checkpoint is intact), a trainer resumed from an earlier one (`train --resume_from`), and a save
+that fails (a full disk) explained and cleaned up.
 
 A checkpoint whose `.data-*` file was cut short (a copy or a disk that filled up) fails to restore
 with TensorFlow's "Read less bytes than requested" (an IndexError) and no file name; one whose
@@ -14,10 +15,12 @@ reason, and the newest checkpoint beside it that reads whole.
       raise checkpoint_files.corrupt_checkpoint_error(prefix, e) from e
 """
 
+import json
 import os
 import re
 import shutil
-from typing import Optional, Sequence
+import time
+from typing import List, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
@@ -85,15 +88,100 @@ def corrupt_checkpoint_error(prefix: str, error: BaseException,
   directory = os.path.dirname(prefix)
   intact = newest_intact_checkpoint(directory, exclude=prefix)
   if intact and for_trainer:
-    advice = (f"The newest intact checkpoint beside it is {intact}. To resume from it, move "
-              f"the corrupt checkpoint's files out of {directory} and set model_checkpoint_path "
-              f'in {os.path.join(directory, "checkpoint")} to "{os.path.basename(intact)}".')
+    advice = (f"The newest intact checkpoint beside it is {intact}. To resume from it, rerun "
+              f"with --resume_from={os.path.basename(intact)} (the checkpoints after it are "
+              f"moved into {os.path.join(directory, SET_ASIDE_DIRNAME)}/).")
   elif intact:
     advice = (f"The newest intact checkpoint beside it is {intact}: give it by "
               f"--checkpoint_path={intact}.")
   else:
     advice = f"No other checkpoint in {os.path.dirname(prefix) or '.'} reads whole."
   return CorruptCheckpointError(f"Checkpoint {prefix} is corrupt: {problem}. {advice}")
+
+
+# --- resuming from an earlier checkpoint ----------------------------------------------------
+
+SET_ASIDE_DIRNAME = "set_aside"
+RESUMES_FILENAME = "resumes.json"
+_CHECKPOINT_FILE = re.compile(r"(ckpt-(\d+))\.(index|data-\d{5}-of-\d{5})")
+
+
+def resume_prefix(train_dir: str, given: str) -> str:
+  """The checkpoint of train_dir that `given` ("ckpt-N" or its path) names, which must read
+  whole; a ValueError naming the problem otherwise (nothing is read outside train_dir)."""
+  prefix = given if os.path.dirname(given) else os.path.join(train_dir, given)
+  if (os.path.normpath(os.path.dirname(prefix)) != os.path.normpath(train_dir)
+      or not re.fullmatch(r"ckpt-\d+", os.path.basename(prefix))):
+    raise ValueError(f"--resume_from={given}: not a checkpoint of --train_dir {train_dir} (its "
+                     "checkpoints are named ckpt-N, N the global step)")
+  problem = checkpoint_problem(prefix)
+  if problem:
+    intact = newest_intact_checkpoint(train_dir, exclude=prefix)
+    raise ValueError(f"--resume_from={given}: {problem}" + (
+        f". The newest intact checkpoint of {train_dir} is {intact}" if intact else ""))
+  return prefix
+
+
+def _read_resumes(path: str) -> List[dict]:
+  """The resumes recorded in `path` (none if it does not exist); an error naming it if it is
+  not such a record."""
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as f:
+    text = f.read()
+  try:
+    resumes = json.loads(text)["resumes"]
+    if isinstance(resumes, list) and all(isinstance(r, dict) for r in resumes):
+      return resumes
+  except (ValueError, KeyError, TypeError):
+    pass
+  raise ValueError(f"{path}: not a record of resumes ({{\"resumes\": [...]}}, written by the "
+                   "trainer): restore or remove it")
+
+
+def make_latest(prefix: str, now: float) -> List[str]:
+  """Makes the checkpoint `prefix` its directory's latest: the files of later checkpoints are
+  moved into set_aside/<UTC time>-<prefix's name>/ beside it (kept, and out of the way of the steps training
+  saves again) and the checkpoint state rewritten, atomically. Returns the files moved.
+
+  Done once: set_aside/resumes.json records it, and when a restarted job comes with the same
+  --resume_from after saving later checkpoints, they are its own and it goes on from them."""
+  directory, name = os.path.dirname(prefix), os.path.basename(prefix)
+  step = _step(prefix)
+  record = os.path.join(directory, SET_ASIDE_DIRNAME, RESUMES_FILENAME)
+  resumes = _read_resumes(record)
+  latest = tf.train.latest_checkpoint(directory)
+  if latest and _step(latest) > step and any(r.get("checkpoint") == name for r in resumes):
+    logging.warning("--resume_from=%s was done before (%s), and training has saved checkpoints "
+                    "since: it goes on from the latest, %s (to roll back to %s again, remove "
+                    "its entries from %s)", name, record, latest, name, record)
+    return []
+  later = [filename for filename in sorted(tf.io.gfile.listdir(directory))
+           if (found := _CHECKPOINT_FILE.fullmatch(filename)) and int(found.group(2)) > step]
+  moved_to = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{name}"
+  if later:
+    aside = os.path.join(directory, SET_ASIDE_DIRNAME, moved_to)
+    tf.io.gfile.makedirs(aside)
+    for filename in later:
+      tf.io.gfile.rename(os.path.join(directory, filename), os.path.join(aside, filename))
+    logging.warning("Resuming from %s: the %d file(s) of later checkpoints moved to %s",
+                    prefix, len(later), aside)
+  resumes.append({"checkpoint": name, "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)),
+                  "moved": [f"{moved_to}/{filename}" for filename in later]})
+  file_io.write_json(record, {"resumes": resumes})
+  state = tf.train.get_checkpoint_state(directory)
+  kept = []
+  if state is not None:
+    stamps = list(state.all_model_checkpoint_timestamps)
+    for k, path in enumerate(state.all_model_checkpoint_paths):
+      if _step(path) < step:
+        kept.append((os.path.basename(path), stamps[k] if len(stamps) > k else now))
+  kept.append((name, now))
+  tf.__internal__.train.update_checkpoint_state(
+      directory, name, [path for path, _ in kept], save_relative_paths=True,
+      all_model_checkpoint_timestamps=[stamp for _, stamp in kept],
+      last_preserved_timestamp=state.last_preserved_timestamp if state is not None else now)
+  return later
 
 
 # --- saving ------------------------------------------------------------------------------

@@ -52,6 +52,10 @@ flags.DEFINE_string("references_file", "",
                     "--objective=scst: the training split's references (build_mscoco_data's "
                     "{split}_references.json); default: the one beside the input shards.")
 flags.DEFINE_integer("number_of_steps", 1000000, "Global step at which training stops.")
+flags.DEFINE_string("resume_from", "",
+                    "A checkpoint of --train_dir (ckpt-N) to continue from instead of its latest "
+                    "(the intact one before a corrupt latest, or an earlier one to roll back "
+                    "to); the later checkpoints are moved into train_dir/set_aside/.")
 flags.DEFINE_integer("log_every_n_steps", 1, "Frequency at which loss and speed are logged.")
 flags.DEFINE_enum("preset", "default", sorted(configuration.PRESETS),
                   "Configuration preset for a new train_dir.")
@@ -90,6 +94,7 @@ def main(argv):
       scst_baseline=FLAGS.scst_baseline,
       references_file=FLAGS.references_file,
       number_of_steps=FLAGS.number_of_steps,
+      resume_from=FLAGS.resume_from,
       log_every_n_steps=FLAGS.log_every_n_steps,
       inception_checkpoint_file=FLAGS.inception_checkpoint_file,
       strategy=FLAGS.strategy,

@@ -2,10 +2,11 @@
 restores one: run_inference, export_saved_model, evaluate (which skips it and goes on), the
 trainer (resuming) and convert_checkpoint's reader."""
 
+import dataclasses
 import glob
 import io
+import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -138,17 +139,59 @@ class TrainerResumeTest(tf.test.TestCase):
         str(raised.exception),
         f"Checkpoint {train_dir}/ckpt-2 is corrupt: {data}: cut short (Read less bytes than "
         f"requested). The newest intact checkpoint beside it is {train_dir}/ckpt-1. To resume "
-        f"from it, move the corrupt checkpoint's files out of {train_dir} and set "
-        f'model_checkpoint_path in {train_dir}/checkpoint to "ckpt-1".')
-    # Doing just that resumes from step 1.
-    for path in glob.glob(os.path.join(train_dir, "ckpt-2.*")):
-      shutil.move(path, tmp)
-    with open(os.path.join(train_dir, "checkpoint")) as f:
-      state = f.read()
-    with open(os.path.join(train_dir, "checkpoint"), "w") as f:
-      f.write(state.replace('model_checkpoint_path: "ckpt-2"', 'model_checkpoint_path: "ckpt-1"'))
-    result = trainer.train(config, options)
+        f"from it, rerun with --resume_from=ckpt-1 (the checkpoints after it are moved into "
+        f"{train_dir}/set_aside/).")
+
+    # --resume_from that names no intact checkpoint of train_dir: refused, nothing written.
+    before = sorted(os.listdir(train_dir))
+    for given, message in (
+        ("ckpt-9", f"--resume_from=ckpt-9: {train_dir}/ckpt-9.index: missing. The newest intact "
+                   f"checkpoint of {train_dir} is {train_dir}/ckpt-1"),
+        ("ckpt-2", f"--resume_from=ckpt-2: {data}: cut short (Read less bytes than requested)."),
+        (os.path.join(tmp, "ckpt-1"), f"--resume_from={tmp}/ckpt-1: not a checkpoint of "
+                                      f"--train_dir {train_dir}"),
+        ("../train/../ckpt-1", "--resume_from=../train/../ckpt-1: not a checkpoint of")):
+      with self.assertRaises(ValueError) as raised:
+        trainer.train(config, dataclasses.replace(options, resume_from=given))
+      self.assertTrue(str(raised.exception).startswith(message), str(raised.exception))
+    self.assertEqual(sorted(os.listdir(train_dir)), before)
+
+    # Doing as told resumes from step 1; ckpt-2's files are kept aside, and step 2 saved anew.
+    corrupt = {os.path.basename(p): _read_bytes(p)
+               for p in glob.glob(os.path.join(train_dir, "ckpt-2.*"))}
+    result = trainer.train(config, dataclasses.replace(options, resume_from="ckpt-1"))
     self.assertEqual((result.start_step, result.global_step), (1, 3))
+    [aside] = glob.glob(os.path.join(train_dir, "set_aside", "*-*"))
+    self.assertEqual({name: _read_bytes(os.path.join(aside, name)) for name in corrupt}, corrupt)
+    self.assertEqual(sorted(os.listdir(aside)), sorted(corrupt))
+    self.assertIsNone(checkpoint_files.checkpoint_problem(os.path.join(train_dir, "ckpt-2")))
+    state = tf.train.get_checkpoint_state(train_dir)
+    self.assertEqual([os.path.basename(p) for p in state.all_model_checkpoint_paths],
+                     ["ckpt-1", "ckpt-2", "ckpt-3"])
+    with open(os.path.join(train_dir, "set_aside", "resumes.json")) as f:
+      [resume] = json.load(f)["resumes"]
+    self.assertEqual((resume["checkpoint"], sorted(resume["moved"])),
+                     ("ckpt-1", sorted(f"{os.path.basename(aside)}/{n}" for n in corrupt)))
+
+    # The same command again (a restarted job keeps its flags) goes on from its own ckpt-3.
+    result = trainer.train(config, dataclasses.replace(options, resume_from="ckpt-1",
+                                                       number_of_steps=4))
+    self.assertEqual((result.start_step, result.global_step), (3, 4))
+    self.assertEqual(len(glob.glob(os.path.join(train_dir, "set_aside", "*-*"))), 1)
+
+    # Rolling back to an intact earlier checkpoint: ckpt-3 and ckpt-4 go aside.
+    result = trainer.train(config, dataclasses.replace(options, resume_from=f"{train_dir}/ckpt-2",
+                                                       number_of_steps=3))
+    self.assertEqual((result.start_step, result.global_step), (2, 3))
+    with open(os.path.join(train_dir, "set_aside", "resumes.json")) as f:
+      resumes = json.load(f)["resumes"]
+    self.assertEqual([(r["checkpoint"], len(r["moved"])) for r in resumes],
+                     [("ckpt-1", len(corrupt)), ("ckpt-2", 4)])
+
+
+def _read_bytes(path: str) -> bytes:
+  with open(path, "rb") as f:
+    return f.read()
 
 
 if __name__ == "__main__":

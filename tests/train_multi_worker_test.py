@@ -128,8 +128,8 @@ class MultiWorkerTest(tf.test.TestCase):
     self.assertEqual([p.returncode for p in processes], [2, 2], chief[-3000:] + worker[-3000:])
     self.assertIn(f"Error: {train_dir} is in use by the trainer on host {socket.gethostname()}, "
                   f"pid {holder.pid}", chief)
-    self.assertIn(f"Error: The chief could not take the lease of {train_dir} (its log names "
-                  "why, e.g. the trainer that holds it), so worker 1 stops too.", worker)
+    self.assertIn(f"Error: The chief could not start training in {train_dir} (its log names "
+                  "why, e.g. another trainer holding it), so worker 1 stops too.", worker)
     for log in (chief, worker):
       self.assertNotIn("Traceback", log)
     self.assertEqual(os.listdir(train_dir), [lease.LEASE_FILENAME])  # Nothing else written.

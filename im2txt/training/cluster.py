@@ -10,7 +10,7 @@ before anything else runs (take_lease), and a lost peer becomes WorkerLostError 
 
 import dataclasses
 import re
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
@@ -79,27 +79,33 @@ def check_accelerators(strategy, require_accelerator: bool) -> None:
   logging.warning("%s.", cause)
 
 
-def take_lease(strategy, train_dir: str) -> Optional[lease.Lease]:
-  """The chief takes train_dir's lease (lease.py) and returns it; other tasks return None. In a
-  cluster every task learns first whether the chief took it, and if not each stops with an
-  error saying so (the chief's names the holder)."""
+def take_lease(strategy, train_dir: str,
+               prepare: Optional[Callable[[], None]] = None) -> Optional[lease.Lease]:
+  """The chief takes train_dir's lease (lease.py), runs `prepare` holding it (e.g. setting the
+  checkpoint to resume from) and returns the lease; other tasks return None. In a cluster every
+  task learns first whether the chief succeeded, and if not each stops with an error saying so
+  (the chief's names the cause: the lease's holder, ...)."""
   this = task(strategy)
   held = refused = None
   if this.is_chief:
     try:
       held = lease.Lease(train_dir).acquire()
+      if prepare is not None:
+        prepare()
     except Exception as e:  # pylint: disable=broad-except  (told to the others, then raised)
       refused = e
   try:
     if this.num_workers > 1 and _any_refused(strategy, refused is not None) and not this.is_chief:
       raise lease.LeaseError(
-          f"The chief could not take the lease of {train_dir} (its log names why, e.g. the "
-          f"trainer that holds it), so {this.name} stops too.")
+          f"The chief could not start training in {train_dir} (its log names why, e.g. another "
+          f"trainer holding it), so {this.name} stops too.")
   except BaseException:
     if held is not None:
       held.release()
     raise
   if refused is not None:
+    if held is not None:
+      held.release()
     raise refused
   return held
 

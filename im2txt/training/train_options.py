@@ -39,6 +39,10 @@ class TrainOptions:
   references_file: str = ""
   # Global step at which training stops (a total, not a count for this run).
   number_of_steps: int = 1000000
+  # A checkpoint of train_dir ("ckpt-N", or its path) to continue from instead of the latest:
+  # the intact one before a corrupt latest, or an earlier one to roll back to. Newer checkpoints
+  # are moved into train_dir/set_aside/ (train_state.resume_from); empty: the latest.
+  resume_from: str = ""
   # A progress line is logged every this many steps.
   log_every_n_steps: int = 1
   # Inception's initial weights, used only when train_dir has no checkpoint yet: a TF-slim

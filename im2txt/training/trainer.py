@@ -297,6 +297,8 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   # Feature records or image records, read once from the first record.
   features = feature_cache.feature_shape(options.input_file_pattern)
   train_state.check_feature_records(options, features)
+  resume = (checkpoint_files.resume_prefix(options.train_dir, options.resume_from)
+            if options.resume_from else None)
   # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
   strategy = cluster.make_strategy(options.strategy, options.devices)
   cluster.check_accelerators(strategy, options.require_accelerator)
@@ -305,7 +307,7 @@ def train(config: configuration.Config, options: TrainOptions) -> TrainResult:
   if policy:
     tf.keras.mixed_precision.set_global_policy(policy)
   try:
-    return _train(strategy, config, options, features, concept_table, reward_data)
+    return _train(strategy, config, options, features, concept_table, reward_data, resume)
   except tf.errors.UnavailableError as e:
     lost = cluster.lost_contact(strategy, e)
     if lost is None:
@@ -336,10 +338,17 @@ def _loop_size(step: int, options: TrainOptions, save_steps: int, first: bool) -
 def _train(strategy, config: configuration.Config, options: TrainOptions,
            features: Optional[feature_cache.FeatureShape],
            concept_table: Optional[Sequence[int]],
-           reward_data: Optional[cider_reward.RewardData] = None) -> TrainResult:
+           reward_data: Optional[cider_reward.RewardData] = None,
+           resume: Optional[str] = None) -> TrainResult:
   """Trains holding train_dir's lease (the chief; see cluster.take_lease), released at the
-  end."""
-  held = cluster.take_lease(strategy, options.train_dir)
+  end; from the checkpoint `resume` (--resume_from), made train_dir's latest, if given."""
+  prepare = None
+  if resume is not None:
+
+    def prepare():
+      checkpoint_files.make_latest(resume, time.time())
+
+  held = cluster.take_lease(strategy, options.train_dir, prepare)
   try:
     return _train_held(strategy, config, options, features, concept_table, held, reward_data)
   finally:
