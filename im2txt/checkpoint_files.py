@@ -106,14 +106,31 @@ RESUMES_FILENAME = "resumes.json"
 _CHECKPOINT_FILE = re.compile(r"(ckpt-(\d+))\.(index|data-\d{5}-of-\d{5})")
 
 
-def resume_prefix(train_dir: str, given: str) -> str:
-  """The checkpoint of train_dir that `given` ("ckpt-N" or its path) names, which must read
-  whole; a ValueError naming the problem otherwise (nothing is read outside train_dir)."""
+def _same_dir(a: str, b: str) -> bool:
+  local = "://" not in a and "://" not in b
+  return (os.path.abspath(a) == os.path.abspath(b) if local
+          else a.rstrip("/") == b.rstrip("/"))
+
+
+def resume_prefix(train_dir: str, given: str) -> Optional[str]:
+  """The checkpoint of train_dir that --resume_from `given` ("ckpt-N" or its path) names, which
+  must read whole (a ValueError naming the problem otherwise; nothing outside train_dir is
+  read). None when this resume was done before and training has saved an intact later
+  checkpoint since: a restarted job keeps its flags, and goes on from its own progress."""
   prefix = given if os.path.dirname(given) else os.path.join(train_dir, given)
-  if (os.path.normpath(os.path.dirname(prefix)) != os.path.normpath(train_dir)
-      or not re.fullmatch(r"ckpt-\d+", os.path.basename(prefix))):
+  name = os.path.basename(prefix)
+  if not _same_dir(os.path.dirname(prefix), train_dir) or not re.fullmatch(r"ckpt-\d+", name):
     raise ValueError(f"--resume_from={given}: not a checkpoint of --train_dir {train_dir} (its "
                      "checkpoints are named ckpt-N, N the global step)")
+  prefix = os.path.join(train_dir, name)
+  record = os.path.join(train_dir, SET_ASIDE_DIRNAME, RESUMES_FILENAME)
+  latest = tf.train.latest_checkpoint(train_dir)
+  if (latest and _step(latest) > _step(prefix) and checkpoint_problem(latest) is None
+      and any(r.get("checkpoint") == name for r in _read_resumes(record))):
+    logging.warning("--resume_from=%s was done before (%s) and training has saved checkpoints "
+                    "since: it goes on from the latest, %s. To roll back to %s again, remove "
+                    "its entries from %s.", name, record, latest, name, record)
+    return None
   problem = checkpoint_problem(prefix)
   if problem:
     intact = newest_intact_checkpoint(train_dir, exclude=prefix)
@@ -140,35 +157,14 @@ def _read_resumes(path: str) -> List[dict]:
 
 
 def make_latest(prefix: str, now: float) -> List[str]:
-  """Makes the checkpoint `prefix` its directory's latest: the files of later checkpoints are
-  moved into set_aside/<UTC time>-<prefix's name>/ beside it (kept, and out of the way of the steps training
-  saves again) and the checkpoint state rewritten, atomically. Returns the files moved.
-
-  Done once: set_aside/resumes.json records it, and when a restarted job comes with the same
-  --resume_from after saving later checkpoints, they are its own and it goes on from them."""
+  """Makes the checkpoint `prefix` (of resume_prefix) its directory's latest: the checkpoint
+  state is rewritten (atomically) to end at it, the files of later checkpoints are moved into
+  set_aside/<UTC time>-<its name>/ (kept, and out of the way of the steps training saves again)
+  and the resume is recorded in set_aside/resumes.json. In this order a crash at any point
+  leaves a train_dir that resumes from `prefix` (and a rerun finishes the moves). Returns the
+  files moved."""
   directory, name = os.path.dirname(prefix), os.path.basename(prefix)
   step = _step(prefix)
-  record = os.path.join(directory, SET_ASIDE_DIRNAME, RESUMES_FILENAME)
-  resumes = _read_resumes(record)
-  latest = tf.train.latest_checkpoint(directory)
-  if latest and _step(latest) > step and any(r.get("checkpoint") == name for r in resumes):
-    logging.warning("--resume_from=%s was done before (%s), and training has saved checkpoints "
-                    "since: it goes on from the latest, %s (to roll back to %s again, remove "
-                    "its entries from %s)", name, record, latest, name, record)
-    return []
-  later = [filename for filename in sorted(tf.io.gfile.listdir(directory))
-           if (found := _CHECKPOINT_FILE.fullmatch(filename)) and int(found.group(2)) > step]
-  moved_to = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{name}"
-  if later:
-    aside = os.path.join(directory, SET_ASIDE_DIRNAME, moved_to)
-    tf.io.gfile.makedirs(aside)
-    for filename in later:
-      tf.io.gfile.rename(os.path.join(directory, filename), os.path.join(aside, filename))
-    logging.warning("Resuming from %s: the %d file(s) of later checkpoints moved to %s",
-                    prefix, len(later), aside)
-  resumes.append({"checkpoint": name, "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)),
-                  "moved": [f"{moved_to}/{filename}" for filename in later]})
-  file_io.write_json(record, {"resumes": resumes})
   state = tf.train.get_checkpoint_state(directory)
   kept = []
   if state is not None:
@@ -180,7 +176,24 @@ def make_latest(prefix: str, now: float) -> List[str]:
   tf.__internal__.train.update_checkpoint_state(
       directory, name, [path for path, _ in kept], save_relative_paths=True,
       all_model_checkpoint_timestamps=[stamp for _, stamp in kept],
-      last_preserved_timestamp=state.last_preserved_timestamp if state is not None else now)
+      last_preserved_timestamp=state.last_preserved_timestamp if state is not None else now - 1)
+  later = [filename for filename in sorted(tf.io.gfile.listdir(directory))
+           if (found := _CHECKPOINT_FILE.fullmatch(filename)) and int(found.group(2)) > step]
+  moved_to = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{name}"
+  if later:
+    aside = os.path.join(directory, SET_ASIDE_DIRNAME, moved_to)
+    tf.io.gfile.makedirs(aside)
+    for filename in later:
+      tf.io.gfile.rename(os.path.join(directory, filename), os.path.join(aside, filename))
+    steps = sorted({int(_CHECKPOINT_FILE.fullmatch(f).group(2)) for f in later})
+    logging.warning("Resuming from %s: the files of the later checkpoints (steps %s) moved to %s",
+                    prefix, ", ".join(map(str, steps)), aside)
+  record = os.path.join(directory, SET_ASIDE_DIRNAME, RESUMES_FILENAME)
+  resumes = _read_resumes(record)
+  resumes.append({"checkpoint": name,
+                  "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)),
+                  "moved": [f"{moved_to}/{filename}" for filename in later]})
+  file_io.write_json(record, {"resumes": resumes})
   return later
 
 

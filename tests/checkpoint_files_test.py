@@ -178,15 +178,29 @@ class TrainerResumeTest(tf.test.TestCase):
                                                        number_of_steps=4))
     self.assertEqual((result.start_step, result.global_step), (3, 4))
     self.assertEqual(len(glob.glob(os.path.join(train_dir, "set_aside", "*-*"))), 1)
+    # Also once the checkpoint manager has deleted ckpt-1 (it keeps the last few).
+    for path in glob.glob(os.path.join(train_dir, "ckpt-1.*")):
+      os.remove(path)
+    result = trainer.train(config, dataclasses.replace(options, resume_from="ckpt-1",
+                                                       number_of_steps=5))
+    self.assertEqual((result.start_step, result.global_step), (4, 5))
 
-    # Rolling back to an intact earlier checkpoint: ckpt-3 and ckpt-4 go aside.
+    # Rolling back to an intact earlier checkpoint: ckpt-3 to ckpt-5 go aside.
     result = trainer.train(config, dataclasses.replace(options, resume_from=f"{train_dir}/ckpt-2",
+                                                       number_of_steps=3))
+    self.assertEqual((result.start_step, result.global_step), (2, 3))
+    # The step saved after it is corrupt: the same flag rolls back again (a latest that does not
+    # read whole is no progress to keep).
+    data = glob.glob(os.path.join(train_dir, "ckpt-3.data-*"))[0]
+    with open(data, "r+b") as f:
+      f.truncate(os.path.getsize(data) // 2)
+    result = trainer.train(config, dataclasses.replace(options, resume_from="ckpt-2",
                                                        number_of_steps=3))
     self.assertEqual((result.start_step, result.global_step), (2, 3))
     with open(os.path.join(train_dir, "set_aside", "resumes.json")) as f:
       resumes = json.load(f)["resumes"]
     self.assertEqual([(r["checkpoint"], len(r["moved"])) for r in resumes],
-                     [("ckpt-1", len(corrupt)), ("ckpt-2", 4)])
+                     [("ckpt-1", len(corrupt)), ("ckpt-2", 6), ("ckpt-2", 2)])
 
 
 def _read_bytes(path: str) -> bytes:
