@@ -126,7 +126,7 @@ def resume_prefix(train_dir: str, given: str) -> Optional[str]:
   record = os.path.join(train_dir, SET_ASIDE_DIRNAME, RESUMES_FILENAME)
   latest = tf.train.latest_checkpoint(train_dir)
   if (latest and _step(latest) > _step(prefix) and checkpoint_problem(latest) is None
-      and any(r.get("checkpoint") == name for r in _read_resumes(record))):
+      and any(r.get("checkpoint") == name for r in resumes(train_dir))):
     logging.warning("--resume_from=%s was done before (%s) and training has saved checkpoints "
                     "since: it goes on from the latest, %s. To roll back to %s again, remove "
                     "its entries from %s.", name, record, latest, name, record)
@@ -139,17 +139,22 @@ def resume_prefix(train_dir: str, given: str) -> Optional[str]:
   return prefix
 
 
+def resumes(train_dir: str) -> List[dict]:
+  """The resumes (--resume_from) recorded in train_dir, oldest first, each {"checkpoint":
+  "ckpt-M", "utc": ..., "moved": [...]}: none if there is no record; a ValueError naming it if it
+  is not such a record."""
+  return _read_resumes(os.path.join(train_dir, SET_ASIDE_DIRNAME, RESUMES_FILENAME))
+
+
 def _read_resumes(path: str) -> List[dict]:
-  """The resumes recorded in `path` (none if it does not exist); an error naming it if it is
-  not such a record."""
   if not tf.io.gfile.exists(path):
     return []
   with tf.io.gfile.GFile(path) as f:
     text = f.read()
   try:
-    resumes = json.loads(text)["resumes"]
-    if isinstance(resumes, list) and all(isinstance(r, dict) for r in resumes):
-      return resumes
+    entries = json.loads(text)["resumes"]
+    if isinstance(entries, list) and all(isinstance(r, dict) for r in entries):
+      return entries
   except (ValueError, KeyError, TypeError):
     pass
   raise ValueError(f"{path}: not a record of resumes ({{\"resumes\": [...]}}, written by the "
@@ -189,11 +194,11 @@ def make_latest(prefix: str, now: float) -> List[str]:
     logging.warning("Resuming from %s: the files of the later checkpoints (steps %s) moved to %s",
                     prefix, ", ".join(map(str, steps)), aside)
   record = os.path.join(directory, SET_ASIDE_DIRNAME, RESUMES_FILENAME)
-  resumes = _read_resumes(record)
-  resumes.append({"checkpoint": name,
-                  "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)),
-                  "moved": [f"{moved_to}/{filename}" for filename in later]})
-  file_io.write_json(record, {"resumes": resumes})
+  done = _read_resumes(record)
+  done.append({"checkpoint": name,
+               "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)),
+               "moved": [f"{moved_to}/{filename}" for filename in later]})
+  file_io.write_json(record, {"resumes": done})
   return later
 
 

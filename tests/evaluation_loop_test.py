@@ -11,6 +11,7 @@ from unittest import mock
 from absl import logging
 import tensorflow as tf
 
+from im2txt import checkpoint_files
 from im2txt.evaluation import checkpoint_evaluator
 from im2txt.evaluation import evaluation_loop
 from tests import evaluation_testdata as testdata
@@ -160,6 +161,67 @@ class EvaluationLoopTest(tf.test.TestCase):
       self.assertEqual(json.load(f)["last_evaluated_step"], 40)
     # Restarted after the final step was evaluated, it has nothing left to do.
     self.assertEqual(self._loop(number_of_steps=40).run(), [])
+
+  def _perplexity_of(self, path, step):
+    self.evaluator.restore(checkpoint_evaluator.CheckpointRef(path, step))
+    return self.evaluator.perplexity()[0]
+
+  def test_follows_a_rollback_of_the_trainer(self):
+    for step in (10, 20, 30):
+      self._save(step, seed=step)
+    # An evaluator that has evaluated the final step of the first run and stopped.
+    self.assertEqual([r.step for r in self._loop(number_of_steps=30).run()], [30])
+    # train --resume_from=ckpt-10, as the trainer does it, then steps 20 and 30 trained again.
+    checkpoint_files.make_latest(os.path.join(self.train_dir, "ckpt-10"), time.time())
+    new20 = self._save(20, seed=200)
+    # Restarted, the evaluator sees the rollback and evaluates the new step 20...
+    stop = threading.Event()
+    results = []
+    thread = threading.Thread(target=lambda: results.extend(
+        self._loop(number_of_steps=30, stop_event=stop).run()), daemon=True)
+    thread.start()
+    self.logs.wait_for(f"{self.train_dir} was rolled back to step 10 (train "
+                       "--resume_from=ckpt-10, ")
+    self.assertIn("the events of the set-aside steps up to 30 stay in", self.logs.text())
+    self.logs.wait_for("Waiting for a checkpoint newer than step 20")
+    # ... and, still running, the new step 30; then it is done.
+    new30 = self._save(30, seed=300)
+    thread.join(timeout=120)
+    self.assertFalse(thread.is_alive())
+    self.assertEqual([r.step for r in results], [20, 30])
+    perplexities = self._scalars()["Perplexity"]
+    self.assertEqual([s for s, _ in perplexities], [30, 20, 30])
+    for (_, value), (path, step) in zip(perplexities[1:], [(new20, 20), (new30, 30)]):
+      self.assertAlmostEqual(value, self._perplexity_of(path, step), places=4)
+    state = evaluation_loop.read_state(self.eval_dir)
+    self.assertEqual(state["last_evaluated_step"], 30)
+    self.assertEqual(len(state["rollbacks_followed"]), 1)
+    self.assertRegex(state["rollbacks_followed"][0], r"^ckpt-10 at \d{4}-\d\d-\d\d [\d:]+ UTC$")
+    # A rollback is followed once: restarted again, nothing is left to do.
+    self.assertEqual(self._loop(number_of_steps=30).run(), [])
+    self.assertEqual(self.logs.text().count("was rolled back"), 1)
+    # A second rollback, to step 20, is followed too.
+    checkpoint_files.make_latest(new20, time.time() + 1)
+    new30b = self._save(30, seed=301)
+    results = self._loop(number_of_steps=30).run()
+    self.assertEqual([(r.checkpoint, r.step) for r in results], [(new30b, 30)])
+    self.assertIn("was rolled back to step 20 (train --resume_from=ckpt-20, ", self.logs.text())
+    # An evaluator with a new eval_dir starts from the train_dir as it is: nothing to follow.
+    self.eval_dir += "_new"
+    self.assertEqual([r.step for r in self._loop(number_of_steps=30).run()], [30])
+    self.assertEqual(self.logs.text().count("was rolled back"), 2)
+    self.assertEqual(len(evaluation_loop.read_state(self.eval_dir)["rollbacks_followed"]), 2)
+
+  def test_an_unreadable_record_of_rollbacks_is_ignored_with_a_warning(self):
+    self._save(10, seed=1)
+    os.makedirs(os.path.join(self.train_dir, checkpoint_files.SET_ASIDE_DIRNAME))
+    with open(os.path.join(self.train_dir, checkpoint_files.SET_ASIDE_DIRNAME,
+                           checkpoint_files.RESUMES_FILENAME), "w") as f:
+      f.write("{cut sh")
+    self.assertEqual([r.step for r in self._loop(number_of_steps=10).run()], [10])
+    self.assertIn("Ignoring the trainer's record of rollbacks (a rollback is not followed while "
+                  "it is unreadable): ", self.logs.text())
+    self.assertIn("resumes.json: not a record of resumes", self.logs.text())
 
   def test_once_evaluates_the_latest_checkpoint(self):
     self._save(10, seed=1)

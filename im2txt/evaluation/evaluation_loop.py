@@ -16,7 +16,10 @@ skipped with a log line. Once restored, a checkpoint's weights are in memory, so
 files later does not disturb its evaluation.
 
 The last evaluated step is kept in `eval_dir/evaluation_state.json` (written atomically after
-the event file is flushed), so a restarted evaluator does not redo checkpoints. A stop request
+the event file is flushed), so a restarted evaluator does not redo checkpoints. A rollback of the
+trainer (`train --resume_from=ckpt-M`, recorded in `train_dir/set_aside/resumes.json`) makes the
+steps after M new again: the loop notices it at its next look, says so, and evaluates the
+checkpoints trained again (their events join the set-aside steps' in `eval_dir`). A stop request
 (`stop_event`, set by the binary on SIGTERM/SIGINT) abandons the current evaluation between two
 batches and writes nothing for it.
 
@@ -34,6 +37,7 @@ from typing import Any, Dict, List, Optional
 from absl import logging
 import tensorflow as tf
 
+from im2txt import checkpoint_files
 from im2txt import configuration
 from im2txt import file_io
 from im2txt import vocabulary
@@ -102,6 +106,11 @@ def list_checkpoints(checkpoint_dir: str) -> List[checkpoint_evaluator.Checkpoin
   return sorted(refs.values(), key=lambda ref: ref.step)
 
 
+def _rollback_key(resume: dict) -> str:
+  """One recorded resume (checkpoint_files.resumes) as it is kept in the state file."""
+  return f"{resume.get('checkpoint')} at {resume.get('utc')} UTC"
+
+
 def read_state(eval_dir: str) -> Dict[str, Any]:
   path = os.path.join(eval_dir, STATE_FILENAME)
   if not tf.io.gfile.exists(path):
@@ -160,8 +169,12 @@ class EvaluationLoop:
     self._attempted = set()
     state = read_state(eval_dir)
     self.last_step = -1
+    # The trainer's recorded rollbacks that the evaluations so far have followed; those before
+    # this eval_dir's first evaluation need no following.
+    self.rollbacks_followed = sorted(map(_rollback_key, self._resumes()))
     if state.get("checkpoint_dir") == self.checkpoint_dir:
       self.last_step = int(state.get("last_evaluated_step", -1))
+      self.rollbacks_followed = list(state.get("rollbacks_followed", self.rollbacks_followed))
       logging.info("Checkpoints of %s up to step %d were evaluated before (%s); not redoing "
                    "them", self.checkpoint_dir, self.last_step,
                    os.path.join(eval_dir, STATE_FILENAME))
@@ -200,6 +213,33 @@ class EvaluationLoop:
   def _is_final(self, step: int) -> bool:
     return 0 < self.options.number_of_steps <= step
 
+  def _resumes(self) -> List[dict]:
+    try:
+      return checkpoint_files.resumes(self.checkpoint_dir)
+    except (ValueError, tf.errors.OpError) as e:
+      logging.log_every_n_seconds(logging.WARNING, "Ignoring the trainer's record of rollbacks "
+                                  "(a rollback is not followed while it is unreadable): %s", 600,
+                                  e)
+      return []
+
+  def _follow_rollbacks(self) -> None:
+    """Makes the steps after a newly recorded rollback's checkpoint new again."""
+    for resume in self._resumes():
+      key = _rollback_key(resume)
+      if key in self.rollbacks_followed:
+        continue
+      self.rollbacks_followed.append(key)
+      step = checkpoint_step(str(resume.get("checkpoint", "")))
+      if step is not None and step < self.last_step:
+        logging.warning(
+            "%s was rolled back to step %d (train --resume_from=%s, %s UTC): evaluating the "
+            "steps trained again after it (the events of the set-aside steps up to %d stay in "
+            "%s)", self.checkpoint_dir, step, resume.get("checkpoint"), resume.get("utc"),
+            self.last_step, self.eval_dir)
+        self.last_step = step
+        self._attempted = {path for path in self._attempted
+                           if (checkpoint_step(path) or 0) <= step}
+
   def pending_checkpoints(self) -> List[checkpoint_evaluator.CheckpointRef]:
     """Listed checkpoints not evaluated yet, oldest first; logs (once) those it skips."""
     checkpoints = list_checkpoints(self.checkpoint_dir)
@@ -236,7 +276,8 @@ class EvaluationLoop:
     self.last_step = max(self.last_step, result.step)
     write_state(self.eval_dir, {"checkpoint_dir": self.checkpoint_dir,
                                 "last_evaluated_step": self.last_step,
-                                "last_evaluated_checkpoint": result.checkpoint})
+                                "last_evaluated_checkpoint": result.checkpoint,
+                                "rollbacks_followed": self.rollbacks_followed})
     logging.info("%s", result.summary_line())
     return result
 
@@ -268,6 +309,7 @@ class EvaluationLoop:
     last_message = None
     try:
       while not self._stopped():
+        self._follow_rollbacks()
         if self._is_final(self.last_step):
           logging.info("The final step %d of training (number_of_steps %d) is evaluated; done",
                        self.last_step, self.options.number_of_steps)
