@@ -181,7 +181,7 @@ class EvaluationLoopTest(tf.test.TestCase):
         self._loop(number_of_steps=30, stop_event=stop).run()), daemon=True)
     thread.start()
     self.logs.wait_for(f"{self.train_dir} was rolled back to step 10 (train "
-                       "--resume_from=ckpt-10, ")
+                       "--resume_from=ckpt-10 at ")
     self.assertIn("the events of the set-aside steps up to 30 stay in", self.logs.text())
     self.logs.wait_for("Waiting for a checkpoint newer than step 20")
     # ... and, still running, the new step 30; then it is done.
@@ -205,23 +205,82 @@ class EvaluationLoopTest(tf.test.TestCase):
     new30b = self._save(30, seed=301)
     results = self._loop(number_of_steps=30).run()
     self.assertEqual([(r.checkpoint, r.step) for r in results], [(new30b, 30)])
-    self.assertIn("was rolled back to step 20 (train --resume_from=ckpt-20, ", self.logs.text())
+    self.assertIn("was rolled back to step 20 (train --resume_from=ckpt-20 at ", self.logs.text())
     # An evaluator with a new eval_dir starts from the train_dir as it is: nothing to follow.
     self.eval_dir += "_new"
     self.assertEqual([r.step for r in self._loop(number_of_steps=30).run()], [30])
     self.assertEqual(self.logs.text().count("was rolled back"), 2)
     self.assertEqual(len(evaluation_loop.read_state(self.eval_dir)["rollbacks_followed"]), 2)
 
-  def test_an_unreadable_record_of_rollbacks_is_ignored_with_a_warning(self):
+  def test_a_checkpoint_that_failed_before_the_rollback_is_evaluated_when_trained_again(self):
+    path10 = self._save(10, seed=1)
+    stop = threading.Event()
+    results = []
+    thread = threading.Thread(target=lambda: results.extend(self._loop(stop_event=stop).run()),
+                              daemon=True)
+    thread.start()
+    self.logs.wait_for("Waiting for a checkpoint newer than step 10")
+    # ckpt-20 fails (its files gone: the usual cause of a rollback is a broken latest)...
+    path20 = self._save(20, seed=2)
+    testdata.delete_checkpoint_files(path20)
+    self.logs.wait_for(f"Checkpoint {path20} was deleted before it could be evaluated")
+    # ... the trainer rolls back to ckpt-10 (not beyond the evaluator's last step) and saves
+    # ckpt-20 anew: the evaluator evaluates it, though it failed at that path before.
+    checkpoint_files.make_latest(os.path.join(self.train_dir, "ckpt-10"), time.time())
+    new20 = self._save(20, seed=200)
+    self.logs.wait_for("(step 20)")
+    stop.set()
+    thread.join(timeout=60)
+    self.assertFalse(thread.is_alive())
+    self.assertEqual([(r.checkpoint, r.step) for r in results], [(path10, 10), (new20, 20)])
+    self.assertNotIn("was rolled back", self.logs.text())  # Nothing evaluated to step back.
+
+  def test_rollbacks_before_the_state_file_need_no_following(self):
+    for step in (10, 20, 30):
+      self._save(step, seed=step)
+    self.assertEqual([r.step for r in self._loop(number_of_steps=30).run()], [30])
+    # A state file without rollbacks_followed (an older evaluator's), written 100 s ago; a
+    # rollback to ckpt-20 before it, one to ckpt-10 after it.
+    state_file = os.path.join(self.eval_dir, evaluation_loop.STATE_FILENAME)
+    state = evaluation_loop.read_state(self.eval_dir)
+    del state["rollbacks_followed"]
+    evaluation_loop.write_state(self.eval_dir, state)
+    now = time.time()
+    os.utime(state_file, (now - 100, now - 100))
+    checkpoint_files.make_latest(os.path.join(self.train_dir, "ckpt-20"), now - 200)
+    checkpoint_files.make_latest(os.path.join(self.train_dir, "ckpt-10"), now)
+    new20 = self._save(20, seed=200)
+    results = self._loop(max_wait_secs=0.5).run()
+    self.assertEqual([(r.checkpoint, r.step) for r in results], [(new20, 20)])
+    self.assertIn("was rolled back to step 10 ", self.logs.text())
+    self.assertNotIn("was rolled back to step 20 ", self.logs.text())
+    self.assertEqual(len(evaluation_loop.read_state(self.eval_dir)["rollbacks_followed"]), 2)
+
+  def test_once_follows_a_rollback_for_the_loops_after_it(self):
     self._save(10, seed=1)
-    os.makedirs(os.path.join(self.train_dir, checkpoint_files.SET_ASIDE_DIRNAME))
-    with open(os.path.join(self.train_dir, checkpoint_files.SET_ASIDE_DIRNAME,
-                           checkpoint_files.RESUMES_FILENAME), "w") as f:
+    self._save(20, seed=2)
+    self.assertEqual([r.step for r in self._loop(number_of_steps=20).run()], [20])
+    checkpoint_files.make_latest(os.path.join(self.train_dir, "ckpt-10"), time.time())
+    new20 = self._save(20, seed=200)
+    results = self._loop(once=True).run()
+    self.assertEqual([(r.checkpoint, r.step) for r in results], [(new20, 20)])
+    self.assertEqual(len(evaluation_loop.read_state(self.eval_dir)["rollbacks_followed"]), 1)
+    # A loop after it has nothing to redo.
+    self.assertEqual(self._loop(number_of_steps=20).run(), [])
+    self.assertEqual([s for s, _ in self._scalars()["Perplexity"]], [20, 20])
+
+  def test_an_unreadable_record_of_rollbacks_is_a_warning(self):
+    self._save(10, seed=1)
+    record = os.path.join(self.train_dir, checkpoint_files.SET_ASIDE_DIRNAME,
+                          checkpoint_files.RESUMES_FILENAME)
+    os.makedirs(os.path.dirname(record))
+    with open(record, "w") as f:
       f.write("{cut sh")
     self.assertEqual([r.step for r in self._loop(number_of_steps=10).run()], [10])
-    self.assertIn("Ignoring the trainer's record of rollbacks (a rollback is not followed while "
-                  "it is unreadable): ", self.logs.text())
-    self.assertIn("resumes.json: not a record of resumes", self.logs.text())
+    self.assertEqual(self.logs.text().count(
+        "Cannot read the trainer's record of rollbacks (a rollback is followed once it reads "
+        f"again): {record}: not a record of resumes"), 1)  # Once, not at every look.
+    self.assertNotIn("rollbacks_followed", evaluation_loop.read_state(self.eval_dir))
 
   def test_once_evaluates_the_latest_checkpoint(self):
     self._save(10, seed=1)

@@ -27,6 +27,7 @@ The configuration is read from `checkpoint_dir/config.json` when the first check
 (the trainer writes it), with `eval_overrides` applied to its `eval` section.
 """
 
+import calendar
 import dataclasses
 import json
 import os
@@ -111,6 +112,21 @@ def _rollback_key(resume: dict) -> str:
   return f"{resume.get('checkpoint')} at {resume.get('utc')} UTC"
 
 
+def _recorded_at(resume: dict) -> float:
+  """When a recorded resume was done (seconds since the epoch; 0 if its time is unreadable)."""
+  try:
+    return float(calendar.timegm(time.strptime(str(resume.get("utc")), "%Y-%m-%d %H:%M:%S")))
+  except ValueError:
+    return 0.0
+
+
+def _modified(path: str, default: float) -> float:
+  try:
+    return tf.io.gfile.stat(path).mtime_nsec / 1e9
+  except tf.errors.OpError:
+    return default
+
+
 def read_state(eval_dir: str) -> Dict[str, Any]:
   path = os.path.join(eval_dir, STATE_FILENAME)
   if not tf.io.gfile.exists(path):
@@ -169,12 +185,20 @@ class EvaluationLoop:
     self._attempted = set()
     state = read_state(eval_dir)
     self.last_step = -1
-    # The trainer's recorded rollbacks that the evaluations so far have followed; those before
-    # this eval_dir's first evaluation need no following.
-    self.rollbacks_followed = sorted(map(_rollback_key, self._resumes()))
+    # The trainer's recorded rollbacks (train --resume_from) that the evaluations so far have
+    # followed. Without a record of them in the state file, the list is made at the first
+    # reading of the trainer's record: the rollbacks recorded before `_rollbacks_since` (this
+    # evaluator's start, or the time an older evaluator wrote the state file) need no following.
+    self._rollbacks_followed: Optional[List[str]] = None
+    self._rollbacks_since = time.time()
+    self._resumes_problem = None
     if state.get("checkpoint_dir") == self.checkpoint_dir:
       self.last_step = int(state.get("last_evaluated_step", -1))
-      self.rollbacks_followed = list(state.get("rollbacks_followed", self.rollbacks_followed))
+      if "rollbacks_followed" in state:
+        self._rollbacks_followed = [str(key) for key in state["rollbacks_followed"]]
+      else:
+        self._rollbacks_since = _modified(os.path.join(eval_dir, STATE_FILENAME),
+                                          self._rollbacks_since)
       logging.info("Checkpoints of %s up to step %d were evaluated before (%s); not redoing "
                    "them", self.checkpoint_dir, self.last_step,
                    os.path.join(eval_dir, STATE_FILENAME))
@@ -213,32 +237,47 @@ class EvaluationLoop:
   def _is_final(self, step: int) -> bool:
     return 0 < self.options.number_of_steps <= step
 
-  def _resumes(self) -> List[dict]:
+  def _resumes(self) -> Optional[List[dict]]:
+    """The trainer's record of rollbacks (checkpoint_files.resumes); None, with a warning when
+    the problem is new, while it cannot be read."""
     try:
-      return checkpoint_files.resumes(self.checkpoint_dir)
+      done = checkpoint_files.resumes(self.checkpoint_dir)
     except (ValueError, tf.errors.OpError) as e:
-      logging.log_every_n_seconds(logging.WARNING, "Ignoring the trainer's record of rollbacks "
-                                  "(a rollback is not followed while it is unreadable): %s", 600,
-                                  e)
-      return []
+      problem = file_io.tf_message(e) if isinstance(e, tf.errors.OpError) else str(e)
+      if problem != self._resumes_problem:
+        logging.warning("Cannot read the trainer's record of rollbacks (a rollback is followed "
+                        "once it reads again): %s", problem)
+        self._resumes_problem = problem
+      return None
+    self._resumes_problem = None
+    return done
 
   def _follow_rollbacks(self) -> None:
     """Makes the steps after a newly recorded rollback's checkpoint new again."""
-    for resume in self._resumes():
+    done = self._resumes()
+    if done is None:
+      return
+    if self._rollbacks_followed is None:
+      self._rollbacks_followed = [_rollback_key(r) for r in done
+                                  if _recorded_at(r) < self._rollbacks_since]
+    for resume in done:
       key = _rollback_key(resume)
-      if key in self.rollbacks_followed:
+      if key in self._rollbacks_followed:
         continue
-      self.rollbacks_followed.append(key)
+      self._rollbacks_followed.append(key)
       step = checkpoint_step(str(resume.get("checkpoint", "")))
-      if step is not None and step < self.last_step:
+      if step is None:
+        continue
+      # Its later checkpoints are new files under the old names, failed or skipped ones too.
+      self._attempted = {path for path in self._attempted
+                         if (checkpoint_step(path) or 0) <= step}
+      if step < self.last_step:
         logging.warning(
-            "%s was rolled back to step %d (train --resume_from=%s, %s UTC): evaluating the "
-            "steps trained again after it (the events of the set-aside steps up to %d stay in "
-            "%s)", self.checkpoint_dir, step, resume.get("checkpoint"), resume.get("utc"),
-            self.last_step, self.eval_dir)
+            "%s was rolled back to step %d (train --resume_from=%s at %s UTC): evaluating the "
+            "checkpoints trained again after it (the events of the set-aside steps up to %d "
+            "stay in %s)", self.checkpoint_dir, step, resume.get("checkpoint"),
+            resume.get("utc"), self.last_step, self.eval_dir)
         self.last_step = step
-        self._attempted = {path for path in self._attempted
-                           if (checkpoint_step(path) or 0) <= step}
 
   def pending_checkpoints(self) -> List[checkpoint_evaluator.CheckpointRef]:
     """Listed checkpoints not evaluated yet, oldest first; logs (once) those it skips."""
@@ -274,15 +313,17 @@ class EvaluationLoop:
       self._writer = tf.summary.create_file_writer(self.eval_dir)
     checkpoint_evaluator.write_summaries(self._writer, result)
     self.last_step = max(self.last_step, result.step)
-    write_state(self.eval_dir, {"checkpoint_dir": self.checkpoint_dir,
-                                "last_evaluated_step": self.last_step,
-                                "last_evaluated_checkpoint": result.checkpoint,
-                                "rollbacks_followed": self.rollbacks_followed})
+    state = {"checkpoint_dir": self.checkpoint_dir, "last_evaluated_step": self.last_step,
+             "last_evaluated_checkpoint": result.checkpoint}
+    if self._rollbacks_followed is not None:
+      state["rollbacks_followed"] = self._rollbacks_followed
+    write_state(self.eval_dir, state)
     logging.info("%s", result.summary_line())
     return result
 
   def run_once(self) -> checkpoint_evaluator.EvalResult:
     """Evaluates the latest checkpoint; EvaluationError if there is none or it fails."""
+    self._follow_rollbacks()  # For the state file: what a later loop need not follow.
     for attempt in range(ONCE_ATTEMPTS):
       checkpoints = list_checkpoints(self.checkpoint_dir)
       if not checkpoints:
