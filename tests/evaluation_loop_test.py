@@ -201,7 +201,7 @@ class EvaluationLoopTest(tf.test.TestCase):
     self.assertEqual(self._loop(number_of_steps=30).run(), [])
     self.assertEqual(self.logs.text().count("was rolled back"), 1)
     # A second rollback, to step 20, is followed too.
-    checkpoint_files.make_latest(new20, time.time() + 1)
+    checkpoint_files.make_latest(new20, time.time())
     new30b = self._save(30, seed=301)
     results = self._loop(number_of_steps=30).run()
     self.assertEqual([(r.checkpoint, r.step) for r in results], [(new30b, 30)])
@@ -214,15 +214,26 @@ class EvaluationLoopTest(tf.test.TestCase):
 
   def test_a_checkpoint_that_failed_before_the_rollback_is_evaluated_when_trained_again(self):
     path10 = self._save(10, seed=1)
+    restore = self.evaluator.restore
+    broken = []
+
+    def first_ckpt20_gone(ref):
+      if ref.step == 20 and not broken:  # The usual cause of a rollback: a broken latest.
+        testdata.delete_checkpoint_files(ref.path)
+        broken.append(ref.path)
+      return restore(ref)
+
     stop = threading.Event()
     results = []
+    patch = mock.patch.object(self.evaluator, "restore", first_ckpt20_gone)
+    patch.start()
+    self.addCleanup(patch.stop)
     thread = threading.Thread(target=lambda: results.extend(self._loop(stop_event=stop).run()),
                               daemon=True)
     thread.start()
     self.logs.wait_for("Waiting for a checkpoint newer than step 10")
-    # ckpt-20 fails (its files gone: the usual cause of a rollback is a broken latest)...
+    # ckpt-20 fails...
     path20 = self._save(20, seed=2)
-    testdata.delete_checkpoint_files(path20)
     self.logs.wait_for(f"Checkpoint {path20} was deleted before it could be evaluated")
     # ... the trainer rolls back to ckpt-10 (not beyond the evaluator's last step) and saves
     # ckpt-20 anew: the evaluator evaluates it, though it failed at that path before.
@@ -276,11 +287,15 @@ class EvaluationLoopTest(tf.test.TestCase):
     os.makedirs(os.path.dirname(record))
     with open(record, "w") as f:
       f.write("{cut sh")
-    self.assertEqual([r.step for r in self._loop(number_of_steps=10).run()], [10])
+    with mock.patch.object(checkpoint_files, "resumes", wraps=checkpoint_files.resumes) as read:
+      self.assertEqual([r.step for r in self._loop(max_wait_secs=1.0).run()], [10])
+    self.assertGreaterEqual(read.call_count, 3)  # Read at every look...
     self.assertEqual(self.logs.text().count(
         "Cannot read the trainer's record of rollbacks (a rollback is followed once it reads "
-        f"again): {record}: not a record of resumes"), 1)  # Once, not at every look.
-    self.assertNotIn("rollbacks_followed", evaluation_loop.read_state(self.eval_dir))
+        f"again): {record}: not a record of resumes"), 1)  # ... warned about once.
+    state = evaluation_loop.read_state(self.eval_dir)
+    self.assertNotIn("rollbacks_followed", state)
+    self.assertLess(state["rollbacks_since"], time.time())
 
   def test_once_evaluates_the_latest_checkpoint(self):
     self._save(10, seed=1)

@@ -194,8 +194,10 @@ class EvaluationLoop:
     self._resumes_problem = None
     if state.get("checkpoint_dir") == self.checkpoint_dir:
       self.last_step = int(state.get("last_evaluated_step", -1))
-      if "rollbacks_followed" in state:
+      if isinstance(state.get("rollbacks_followed"), list):
         self._rollbacks_followed = [str(key) for key in state["rollbacks_followed"]]
+      elif isinstance(state.get("rollbacks_since"), (int, float)):
+        self._rollbacks_since = float(state["rollbacks_since"])
       else:
         self._rollbacks_since = _modified(os.path.join(eval_dir, STATE_FILENAME),
                                           self._rollbacks_since)
@@ -258,8 +260,10 @@ class EvaluationLoop:
     if done is None:
       return
     if self._rollbacks_followed is None:
+      # A recorded time is rounded down to the second; in doubt a rollback is followed (one
+      # evaluation more) rather than missed.
       self._rollbacks_followed = [_rollback_key(r) for r in done
-                                  if _recorded_at(r) < self._rollbacks_since]
+                                  if _recorded_at(r) + 1 < self._rollbacks_since]
     for resume in done:
       key = _rollback_key(resume)
       if key in self._rollbacks_followed:
@@ -317,6 +321,8 @@ class EvaluationLoop:
              "last_evaluated_checkpoint": result.checkpoint}
     if self._rollbacks_followed is not None:
       state["rollbacks_followed"] = self._rollbacks_followed
+    else:  # The record was not readable yet: the time before which none needs following.
+      state["rollbacks_since"] = self._rollbacks_since
     write_state(self.eval_dir, state)
     logging.info("%s", result.summary_line())
     return result
