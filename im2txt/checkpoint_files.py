@@ -103,7 +103,14 @@ def corrupt_checkpoint_error(prefix: str, error: BaseException,
 
 SET_ASIDE_DIRNAME = "set_aside"
 RESUMES_FILENAME = "resumes.json"
-_CHECKPOINT_FILE = re.compile(r"(ckpt-(\d+))\.(index|data-\d{5}-of-\d{5})")
+# A recorded resume's "utc" time.
+RESUME_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# A checkpoint's files: ckpt-<step>.index and ckpt-<step>.data-NNNNN-of-NNNNN.
+_CHECKPOINT_FILE = re.compile(r"ckpt-(\d+)\.(?:index|data-\d{5}-of-\d{5})")
+
+
+def _resumes_file(train_dir: str) -> str:
+  return os.path.join(train_dir, SET_ASIDE_DIRNAME, RESUMES_FILENAME)
 
 
 def _same_dir(a: str, b: str) -> bool:
@@ -117,13 +124,13 @@ def resume_prefix(train_dir: str, given: str) -> Optional[str]:
   must read whole (a ValueError naming the problem otherwise; nothing outside train_dir is
   read). None when this resume was done before and training has saved an intact later
   checkpoint since: a restarted job keeps its flags, and goes on from its own progress."""
-  prefix = given if os.path.dirname(given) else os.path.join(train_dir, given)
-  name = os.path.basename(prefix)
-  if not _same_dir(os.path.dirname(prefix), train_dir) or not re.fullmatch(r"ckpt-\d+", name):
+  name = os.path.basename(given)
+  given_dir = os.path.dirname(given)
+  if (given_dir and not _same_dir(given_dir, train_dir)) or not re.fullmatch(r"ckpt-\d+", name):
     raise ValueError(f"--resume_from={given}: not a checkpoint of --train_dir {train_dir} (its "
                      "checkpoints are named ckpt-N, N the global step)")
   prefix = os.path.join(train_dir, name)
-  record = os.path.join(train_dir, SET_ASIDE_DIRNAME, RESUMES_FILENAME)
+  record = _resumes_file(train_dir)
   latest = tf.train.latest_checkpoint(train_dir)
   if (latest and _step(latest) > _step(prefix) and checkpoint_problem(latest) is None
       and any(r.get("checkpoint") == name for r in resumes(train_dir))):
@@ -143,10 +150,7 @@ def resumes(train_dir: str) -> List[dict]:
   """The resumes (--resume_from) recorded in train_dir, oldest first, each {"checkpoint":
   "ckpt-M", "utc": ..., "moved": [...]}: none if there is no record; a ValueError naming it if it
   is not such a record."""
-  return _read_resumes(os.path.join(train_dir, SET_ASIDE_DIRNAME, RESUMES_FILENAME))
-
-
-def _read_resumes(path: str) -> List[dict]:
+  path = _resumes_file(train_dir)
   if not tf.io.gfile.exists(path):
     return []
   with tf.io.gfile.GFile(path) as f:
@@ -161,13 +165,12 @@ def _read_resumes(path: str) -> List[dict]:
                    "trainer): restore or remove it")
 
 
-def make_latest(prefix: str, now: float) -> List[str]:
+def make_latest(prefix: str, now: float) -> None:
   """Makes the checkpoint `prefix` (of resume_prefix) its directory's latest: the checkpoint
   state is rewritten (atomically) to end at it, the files of later checkpoints are moved into
   set_aside/<UTC time>-<its name>/ (kept, and out of the way of the steps training saves again)
   and the resume is recorded in set_aside/resumes.json. In this order a crash at any point
-  leaves a train_dir that resumes from `prefix` (and a rerun finishes the moves). Returns the
-  files moved."""
+  leaves a train_dir that resumes from `prefix` (and a rerun finishes the moves)."""
   directory, name = os.path.dirname(prefix), os.path.basename(prefix)
   step = _step(prefix)
   state = tf.train.get_checkpoint_state(directory)
@@ -182,24 +185,24 @@ def make_latest(prefix: str, now: float) -> List[str]:
       directory, name, [path for path, _ in kept], save_relative_paths=True,
       all_model_checkpoint_timestamps=[stamp for _, stamp in kept],
       last_preserved_timestamp=state.last_preserved_timestamp if state is not None else now - 1)
-  later = [filename for filename in sorted(tf.io.gfile.listdir(directory))
-           if (found := _CHECKPOINT_FILE.fullmatch(filename)) and int(found.group(2)) > step]
+  later = {}  # File name -> its checkpoint's step, for the checkpoints after `prefix`.
+  for filename in sorted(tf.io.gfile.listdir(directory)):
+    found = _CHECKPOINT_FILE.fullmatch(filename)
+    if found and int(found.group(1)) > step:
+      later[filename] = int(found.group(1))
   moved_to = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{name}"
   if later:
     aside = os.path.join(directory, SET_ASIDE_DIRNAME, moved_to)
     tf.io.gfile.makedirs(aside)
     for filename in later:
       tf.io.gfile.rename(os.path.join(directory, filename), os.path.join(aside, filename))
-    steps = sorted({int(_CHECKPOINT_FILE.fullmatch(f).group(2)) for f in later})
     logging.warning("Resuming from %s: the files of the later checkpoints (steps %s) moved to %s",
-                    prefix, ", ".join(map(str, steps)), aside)
-  record = os.path.join(directory, SET_ASIDE_DIRNAME, RESUMES_FILENAME)
-  done = _read_resumes(record)
+                    prefix, ", ".join(map(str, sorted(set(later.values())))), aside)
+  done = resumes(directory)
   done.append({"checkpoint": name,
-               "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)),
+               "utc": time.strftime(RESUME_TIME_FORMAT, time.gmtime(now)),
                "moved": [f"{moved_to}/{filename}" for filename in later]})
-  file_io.write_json(record, {"resumes": done})
-  return later
+  file_io.write_json(_resumes_file(directory), {"resumes": done})
 
 
 # --- saving ------------------------------------------------------------------------------

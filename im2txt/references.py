@@ -48,10 +48,15 @@ def beside_shards(first_shard: str) -> Optional[str]:
 def read_references(path: str) -> Dict[int, List[str]]:
   """{image id: [reference, ...]} from a references file; a malformed file is a ValueError
   naming it and the first bad entry."""
+  return parse_references(read_bytes(path), path)
+
+
+def read_bytes(path: str) -> bytes:
+  """A references file's bytes (for parse_references); FileNotFoundError naming it."""
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"{path}: no such references file")
   with tf.io.gfile.GFile(path, "rb") as f:
-    return parse_references(f.read(), path)
+    return f.read()
 
 
 def parse_references(contents: bytes, path: str) -> Dict[int, List[str]]:

@@ -108,6 +108,14 @@ def _decode_bytes_literal(token: str, where: str) -> str:
     raise ValueError(f"{where}: {token!r} is not UTF-8: {e}") from e
 
 
+def read_bytes(path: str) -> bytes:
+  """A vocabulary file's bytes (for Vocabulary.from_bytes); FileNotFoundError naming it."""
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"Vocabulary file not found: {path}")
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return f.read()
+
+
 class Vocabulary:
   """Maps words to ids and back, read from a word_counts.txt file."""
 
@@ -130,10 +138,12 @@ class Vocabulary:
 
   @classmethod
   def from_file(cls, path: str) -> "Vocabulary":
-    if not tf.io.gfile.exists(path):
-      raise FileNotFoundError(f"Vocabulary file not found: {path}")
-    with tf.io.gfile.GFile(path, "rb") as f:
-      text = f.read().decode("utf-8")
+    return cls.from_bytes(read_bytes(path), path)
+
+  @classmethod
+  def from_bytes(cls, contents: bytes, path: str) -> "Vocabulary":
+    """from_file of a vocabulary file's bytes (`path` names it in errors)."""
+    text = contents.decode("utf-8")
     words, bytes_literals = [], None
     for line_number, line in enumerate(text.split("\n"), start=1):
       parts = line.split()

@@ -67,7 +67,6 @@ def split_caption(caption_ids: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tens
   return input_seq, target_seq, mask
 
 
-# Marks the assertion message of a caption id outside [0, vocab_size) (see caption_id_error).
 # make_dataset's and find_undecodable_records' `features` default: read from the first record.
 DETECT = "detect"
 
@@ -77,6 +76,7 @@ def _marker_message(marker: str) -> re.Pattern:
   return re.compile(re.escape(marker) + r"\] \[(?:b')?(.*?)'?\] \[(-?\d+)\] \[(-?\d+)\]")
 
 
+# Marks the assertion message of a caption id outside [0, vocab_size) (see caption_id_error).
 _CAPTION_ID_MARKER = "im2txt: caption id outside [0, vocab_size)"
 _CAPTION_ID_MESSAGE = _marker_message(_CAPTION_ID_MARKER)
 _CONCEPT_ID_MARKER = "im2txt: concept id outside [0, num_concepts)"

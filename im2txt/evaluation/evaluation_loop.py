@@ -115,7 +115,8 @@ def _rollback_key(resume: dict) -> str:
 def _recorded_at(resume: dict) -> float:
   """When a recorded resume was done (seconds since the epoch; 0 if its time is unreadable)."""
   try:
-    return float(calendar.timegm(time.strptime(str(resume.get("utc")), "%Y-%m-%d %H:%M:%S")))
+    return float(calendar.timegm(time.strptime(str(resume.get("utc")),
+                                               checkpoint_files.RESUME_TIME_FORMAT)))
   except ValueError:
     return 0.0
 
@@ -245,7 +246,7 @@ class EvaluationLoop:
     try:
       done = checkpoint_files.resumes(self.checkpoint_dir)
     except (ValueError, tf.errors.OpError) as e:
-      problem = file_io.tf_message(e) if isinstance(e, tf.errors.OpError) else str(e)
+      problem = file_io.tf_message(e)
       if problem != self._resumes_problem:
         logging.warning("Cannot read the trainer's record of rollbacks (a rollback is followed "
                         "once it reads again): %s", problem)
@@ -274,7 +275,7 @@ class EvaluationLoop:
         continue
       # Its later checkpoints are new files under the old names, failed or skipped ones too.
       self._attempted = {path for path in self._attempted
-                         if (checkpoint_step(path) or 0) <= step}
+                         if checkpoint_step(path) <= step}
       if step < self.last_step:
         logging.warning(
             "%s was rolled back to step %d (train --resume_from=%s at %s UTC): evaluating the "

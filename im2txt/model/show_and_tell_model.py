@@ -208,6 +208,10 @@ class ShowAndTellModel(tf.keras.Model):
       features = inputs["image_features"]
     else:
       features = self.image_features(inputs["images"], training=training)
+    return self._first_input_from_features(features, training)
+
+  def _first_input_from_features(self, features: tf.Tensor, training: bool):
+    """As `_first_input`, from Inception's pooled features [B, 2048]."""
     embeddings = self.embed_image_features(features, training=training)
     concept_logits = self._concept_logits(features)
     concepts = self._concept_inputs(concept_logits)
@@ -261,12 +265,9 @@ class ShowAndTellModel(tf.keras.Model):
   def initial_state_from_features(self, features: tf.Tensor) -> State:
     """As `initial_state`, from Inception's pooled features [B, 2048]: run_inference computes
     them once for both the captions and the concepts (Inception is most of the work)."""
-    embeddings = self.embed_image_features(features, training=False)
-    concepts = self._concept_inputs(self._concept_logits(features))
-    if concepts is None:
-      return self._image_step(embeddings, training=False)
-    state = self._image_step(embeddings + concepts, training=False)
-    if self.config.concept_input == "every_step":
+    embeddings, concepts, _ = self._first_input_from_features(features, training=False)
+    state = self._image_step(embeddings, training=False)
+    if concepts is not None and self.config.concept_input == "every_step":
       return state + (concepts,)
     return state
 

@@ -93,21 +93,16 @@ def document_frequencies(reference_codes: Sequence[Sequence[Sequence[int]]],
   return ngrams, np.array([counts[g] for g in ngrams.tolist()], np.int64)
 
 
-def _read(path: str) -> bytes:
-  with tf.io.gfile.GFile(path, "rb") as f:
-    return f.read()
-
-
 def load(references_file: str, vocab_file: str, vocab_size: int, cache_dir: str) -> RewardData:
   """The training references of `references_file` as codes, with their document frequencies:
   read from cache_dir/scst_document_frequencies.npz when it was computed from the same files,
   else computed, for write_cache to cache there (the trainer writes it once it holds the
   train_dir)."""
-  if not tf.io.gfile.exists(references_file):
-    raise FileNotFoundError(f"{references_file}: no such references file")
-  contents = _read(references_file)  # Parsed and fingerprinted: read once.
+  # Each file is read once, parsed and fingerprinted.
+  contents = references_lib.read_bytes(references_file)
   images = references_lib.parse_references(contents, references_file)
-  vocab = vocabulary_lib.Vocabulary.from_file(vocab_file)
+  vocab_contents = vocabulary_lib.read_bytes(vocab_file)
+  vocab = vocabulary_lib.Vocabulary.from_bytes(vocab_contents, vocab_file)
   codes, base = word_codes(vocab, images, vocab_size)
   if base > MAX_BASE:
     raise ValueError(f"{references_file}: its references and {vocab_file} hold {base - 1} "
@@ -118,19 +113,19 @@ def load(references_file: str, vocab_file: str, vocab_size: int, cache_dir: str)
   reference_codes = [[[codes[w] for w in ref.split()] + [end_code] for ref in images[i]]
                      for i in image_ids.tolist()]
   fingerprint = hashlib.sha256(
-      f"{_CACHE_VERSION} {vocab_size}\n".encode() + contents + _read(vocab_file)).hexdigest()
+      f"{_CACHE_VERSION} {vocab_size}\n".encode() + contents + vocab_contents).hexdigest()
   cache = os.path.join(cache_dir, CACHE_FILENAME)
   cached = _read_cache(cache, fingerprint)
-  contents = None
+  cache_contents = None
   if cached is None:
     ngrams, counts = document_frequencies(reference_codes, base)
     buffer = io.BytesIO()
     np.savez(buffer, fingerprint=np.array(fingerprint), ngrams=ngrams, counts=counts)
-    contents = buffer.getvalue()
+    cache_contents = buffer.getvalue()
   else:
     ngrams, counts = cached
   return RewardData(image_ids, reference_codes, base, end_code, ngrams, counts,
-                    len(image_ids), references_file, cache, contents)
+                    len(image_ids), references_file, cache, cache_contents)
 
 
 def write_cache(data: RewardData) -> None:

@@ -99,14 +99,12 @@ def take_lease(strategy, train_dir: str,
       raise lease.LeaseError(
           f"The chief could not start training in {train_dir} (its log names why, e.g. another "
           f"trainer holding it), so {this.name} stops too.")
+    if refused is not None:
+      raise refused
   except BaseException:
     if held is not None:
       held.release()
     raise
-  if refused is not None:
-    if held is not None:
-      held.release()
-    raise refused
   return held
 
 

@@ -41,7 +41,7 @@ class TrainOptions:
   number_of_steps: int = 1000000
   # A checkpoint of train_dir ("ckpt-N", or its path) to continue from instead of the latest:
   # the intact one before a corrupt latest, or an earlier one to roll back to. Newer checkpoints
-  # are moved into train_dir/set_aside/ (train_state.resume_from); empty: the latest.
+  # are moved into train_dir/set_aside/ (checkpoint_files.make_latest); empty: the latest.
   resume_from: str = ""
   # A progress line is logged every this many steps.
   log_every_n_steps: int = 1
